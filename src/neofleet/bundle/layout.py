@@ -1,0 +1,101 @@
+"""Write and open bundle directories.
+
+A bundle is written into a staging folder beside its destination and renamed into place
+only when complete, so a failed compile never leaves a half-written bundle. Opening a
+bundle verifies every digest before the meta is even parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neofleet.bundle.errors import MissingFileError
+from neofleet.bundle.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    build_manifest,
+    check_file_name,
+    verify_directory,
+)
+from neofleet.bundle.meta import GRAPH_NAME, META_NAME, CompiledMeta
+
+_RESERVED = {MANIFEST_NAME, META_NAME, GRAPH_NAME}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle directory."""
+
+    path: Path
+    manifest: Manifest
+    meta: CompiledMeta
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.path / self.manifest.artifact
+
+
+def open_bundle(path: Path | str) -> Bundle:
+    """Verify every file's size and sha256, then parse the meta."""
+    directory = Path(path)
+    manifest = verify_directory(directory)
+    if META_NAME not in manifest.files:
+        raise MissingFileError(META_NAME, "not listed in the manifest")
+    meta = CompiledMeta.from_bytes((directory / META_NAME).read_bytes())
+    return Bundle(path=directory, manifest=manifest, meta=meta)
+
+
+def write_bundle(
+    dest: Path,
+    *,
+    files: Mapping[str, Path],
+    artifact: str,
+    backend: str,
+    meta: CompiledMeta,
+    graph: Mapping[str, Any],
+) -> Bundle:
+    """Stage the bundle beside ``dest`` and move it into place atomically.
+
+    ``files`` maps bundle file names to source paths (copied); ``artifact`` is the one the
+    runtime loads. An existing ``dest`` is replaced only once the new bundle is complete.
+    """
+    for name in files:
+        if check_file_name(name) in _RESERVED:
+            raise ValueError(f"{name} is written by write_bundle itself")
+    if artifact not in files:
+        raise ValueError(f"artifact {artifact!r} is not among the files")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, staging / name)
+        (staging / META_NAME).write_bytes(meta.to_bytes())
+        (staging / GRAPH_NAME).write_text(json.dumps(graph, indent=2, sort_keys=True) + "\n")
+        manifest = build_manifest(staging, backend=backend, artifact=artifact)
+        (staging / MANIFEST_NAME).write_bytes(manifest.to_bytes())
+        _replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return open_bundle(dest)
+
+
+def _replace(staging: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.replace(staging, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    os.replace(dest, old / "b")
+    os.replace(staging, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,193 @@
+"""The ``neofleet`` command line: compile | inspect | push | pull | targets.
+
+Progress goes to stderr; ``--json`` puts a machine-readable result on stdout (a compile
+pod's termination message uses it). Failures exit non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from neofleet.errors import NeofleetError
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _fail(exc: NeofleetError, as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"ok": False, "reason": exc.reason, "message": str(exc)}))
+    click.echo(f"neofleet: {exc.reason}: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="neofleet")
+def main() -> None:
+    """neofleet: compile models into verified bundles and run them, DLR style."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--framework", required=True, type=click.Choice(["onnx", "pytorch", "tflite"]))
+@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224[:DTYPE]",
+              help="Declare an input (repeat for several).")
+@click.option("--target", "targets", multiple=True, required=True,
+              help="A target from `neofleet targets` (repeat for several).")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="Bundles are written to OUTPUT/<target>/.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "tvm", "onnxruntime"]))
+@click.option("--tuning-trials", default=0, show_default=True, type=click.IntRange(min=0),
+              help="MetaSchedule trial budget for TVM (host-runnable targets).")
+@click.option("--tuning-db", type=click.Path(path_type=Path),
+              help="Tuning database root [default: $NEOFLEET_TUNING_DB or "
+                   "~/.cache/neofleet/tuning].")
+@click.option("--rtol", default=1e-3, show_default=True, type=float)
+@click.option("--atol", default=1e-4, show_default=True, type=float)
+@click.option("--samples", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple[str, ...],
+            output: Path, backend: str, tuning_trials: int, tuning_db: Path | None,
+            rtol: float, atol: float, samples: int, as_json: bool) -> None:
+    """Compile MODEL into one verified bundle per target."""
+    from neofleet.compiler.inputs import parse_input_decl
+    from neofleet.compiler.pipeline import CompileRequest, compile_model, default_tuning_db
+    from neofleet.compiler.verify import Tolerance
+
+    try:
+        request = CompileRequest(
+            model=model, framework=framework, inputs=[parse_input_decl(i) for i in inputs],
+            targets=list(targets), output=output, backend=backend, tuning_trials=tuning_trials,
+            tuning_db=tuning_db or default_tuning_db(),
+            tolerance=Tolerance(rtol=rtol, atol=atol, samples=samples), progress=_progress)
+        result = compile_model(request)
+    except NeofleetError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=None))
+    else:
+        _print_compile_summary(result.to_json())
+    if not result.ok:
+        failed = [t for t in result.targets if t.error is not None]
+        first = failed[0].error
+        assert first is not None
+        click.echo(f"neofleet: {first.reason}: {len(failed)} target(s) failed: "
+                   f"{failed[0].target}: {first}", err=True)
+        sys.exit(1)
+
+
+def _print_compile_summary(doc: dict[str, Any]) -> None:
+    for row in doc["targets"]:
+        if row["status"] != "Succeeded":
+            click.echo(f"{row['target']:<18} FAILED  {row['reason']}: {row['message']}")
+            continue
+        bench = row["benchmark"]
+        latency = f"{bench['median_ms']:.3f} ms" if bench else "not timed here"
+        verification = row["verification"]
+        click.echo(f"{row['target']:<18} {row['backend']:<12} verified ({verification['method']},"
+                   f" max abs err {verification['max_abs_error']:.2e})  {latency}  "
+                   f"{row['bundle']}  {row['digest'][:19]}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Verify BUNDLE and show what it holds."""
+    from neofleet.bundle import open_bundle
+
+    try:
+        opened = open_bundle(bundle)
+    except NeofleetError as exc:
+        _fail(exc, as_json)
+    meta = opened.meta.model_dump(by_alias=True, mode="json")
+    if as_json:
+        click.echo(json.dumps({"ok": True, "digest": opened.digest,
+                               "manifest": json.loads(opened.manifest.to_bytes()),
+                               "meta": meta}))
+        return
+    section = opened.meta.neofleet
+    click.echo(f"bundle   {opened.path}  (verified, {len(opened.manifest.files)} files)")
+    click.echo(f"digest   {opened.digest}")
+    click.echo(f"target   {opened.meta.requirements.target_device} "
+               f"({opened.meta.requirements.target_arch}, "
+               f"{opened.meta.requirements.target_device_type})")
+    click.echo(f"backend  {section.backend}  {section.compiler}")
+    for spec in opened.meta.model.inputs:
+        click.echo(f"input    {spec.name} {spec.shape} {spec.dtype}")
+    for spec in opened.meta.model.outputs:
+        click.echo(f"output   {spec.name} {spec.shape} {spec.dtype}")
+    v = section.verification
+    click.echo(f"verified {v.passed} ({v.method}, {v.samples} samples, max abs "
+               f"{v.max_abs_error}, max rel {v.max_rel_error})")
+    if section.benchmark:
+        click.echo(f"latency  {section.benchmark.median_ms:.3f} ms median on "
+                   f"{section.benchmark.host}")
+    for cand in section.candidates:
+        click.echo(f"candidate {cand.backend:<12} {cand.status:<15} {cand.message}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True)
+def push(bundle: Path, reference: str, as_json: bool) -> None:
+    """Push BUNDLE to an OCI registry (oci://HOST/REPO[:TAG]); prints the digest URI."""
+    from neofleet.bundle.oci import push_bundle
+
+    try:
+        result = push_bundle(bundle, reference)
+    except NeofleetError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "uri": result.uri, "digest": result.digest,
+                               "bundle_digest": result.bundle_digest}))
+    else:
+        click.echo(result.uri)
+
+
+@main.command()
+@click.argument("reference")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def pull(reference: str, dest: Path, as_json: bool) -> None:
+    """Pull oci://HOST/REPO@sha256:… into DEST, verifying every digest."""
+    from neofleet.bundle.oci import pull_bundle
+
+    try:
+        bundle = pull_bundle(reference, dest)
+    except NeofleetError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "path": str(bundle.path), "digest": bundle.digest}))
+    else:
+        click.echo(f"{bundle.path}  {bundle.digest}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def targets(as_json: bool) -> None:
+    """List the target catalogue."""
+    from neofleet.compiler.targets import catalogue, host_can_run
+
+    rows = list(catalogue())
+    if as_json:
+        click.echo(json.dumps([t.descriptor() for t in rows]))
+        return
+    for t in rows:
+        here = "runs here" if host_can_run(t) else ("emulated" if t.arch == "aarch64"
+                                                   and t.device_type == "cpu" else "")
+        built = "" if t.buildable else " (listed; GPU builds come later)"
+        click.echo(f"{t.name:<18} {t.arch:<8} {t.device_type:<4} "
+                   f"{','.join(t.backends):<22} {here:<10} {t.description}{built}")
+
+
+if __name__ == "__main__":
+    main()

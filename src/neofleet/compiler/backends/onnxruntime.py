@@ -1,0 +1,67 @@
+"""ONNX Runtime backend: an offline-optimized ONNX model plus the session options.
+
+The offline pass runs ONNX Runtime's *extended* graph optimizations (constant folding,
+node fusions with contrib ops every CPU build has) and saves ``compiled.onnx``. Layout
+transformations (``ORT_ENABLE_ALL``: NCHWc blocking) depend on the exact CPU, so they
+are not baked in: the bundle records that the runtime applies them when it loads the
+model on the target machine.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from neofleet.compiler.backends.base import Artifact, BuildOptions
+from neofleet.compiler.errors import BackendBuildError, BackendUnavailableError
+from neofleet.compiler.ingest.source import SourceModel
+from neofleet.compiler.targets import Target
+
+ARTIFACT = "compiled.onnx"
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def not_applicable(self, source: SourceModel, target: Target) -> str | None:
+        if target.device_type != "cpu":
+            return "the onnxruntime backend builds CPU bundles only"
+        if source.onnx_path is None:
+            return "no ONNX form of the model: " + "; ".join(source.notes or ["not exported"])
+        return None
+
+    def build(self, source: SourceModel, target: Target, workdir: Path,
+              options: BuildOptions) -> Artifact:
+        ort, onnx = _imports()
+        assert source.onnx_path is not None
+        start = time.perf_counter()
+        dest = workdir / ARTIFACT
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        session_options.optimized_model_filepath = str(dest)
+        try:
+            ort.InferenceSession(str(source.onnx_path), session_options,
+                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BackendBuildError(f"onnxruntime could not optimize the model: {exc}") from exc
+        from neofleet.compiler.ingest.onnx import op_histogram
+
+        return Artifact(
+            backend=self.name, files={ARTIFACT: dest}, artifact=ARTIFACT,
+            options={"graph_optimization_level": "ORT_ENABLE_ALL",
+                     "offline_optimization_level": "ORT_ENABLE_EXTENDED",
+                     "intra_op_num_threads": 0},
+            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+            graph={"backend": self.name, "ops": op_histogram(onnx.load(str(dest)))},
+            build_seconds=time.perf_counter() - start)
+
+
+def _imports() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError("the onnxruntime backend needs onnx and onnxruntime: "
+                                      "pip install 'neofleet[compiler]'") from exc
+    return ort, onnx

@@ -1,0 +1,71 @@
+"""Choose which verified candidate becomes the bundle (pure).
+
+Rule ``fastest-verified``: when the host can run the target, every verified candidate
+was benchmarked here and the fastest median wins.
+
+Rule ``preference-without-benchmark``: when the host cannot run the target (aarch64
+from x86), nothing can be timed honestly (qemu timings say nothing about a Cortex-A72).
+Then a TVM build is preferred only if every one of its kernels had tuning records for
+this target; otherwise ONNX Runtime (hand-written NEON/AVX kernels) is preferred,
+because untuned TVM kernels measured 50–160x slower than ONNX Runtime on CNNs; otherwise
+whichever candidate verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from neofleet.bundle.meta import Benchmark, Selection, Verification
+from neofleet.compiler.errors import VerificationError
+
+
+@dataclass(frozen=True)
+class CandidateOutcome:
+    backend: str
+    verification: Verification | None
+    benchmark: Benchmark | None
+    fully_tuned: bool = False
+    error: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.passed
+
+
+def select_candidate(outcomes: Sequence[CandidateOutcome],
+                     host_can_run: bool) -> tuple[CandidateOutcome, Selection]:
+    verified = [o for o in outcomes if o.verified]
+    if not verified:
+        reasons = "; ".join(f"{o.backend}: {o.error or _message(o)}" for o in outcomes)
+        raise VerificationError(f"no candidate passed verification ({reasons})")
+    timed = [o for o in verified if o.benchmark is not None]
+    if host_can_run and len(timed) == len(verified):
+        return _fastest(timed)
+    return _preferred(verified)
+
+
+def _message(outcome: CandidateOutcome) -> str:
+    return outcome.verification.message if outcome.verification else "not verified"
+
+
+def _fastest(timed: list[CandidateOutcome]) -> tuple[CandidateOutcome, Selection]:
+    ranked = sorted(timed, key=lambda o: o.benchmark.median_ms if o.benchmark else 0.0)
+    winner = ranked[0]
+    times = ", ".join(f"{o.backend} {o.benchmark.median_ms:.3f} ms"
+                      for o in ranked if o.benchmark)
+    return winner, Selection(rule="fastest-verified",
+                             reason=f"median latency on the compile host: {times}")
+
+
+def _preferred(verified: list[CandidateOutcome]) -> tuple[CandidateOutcome, Selection]:
+    rule = "preference-without-benchmark"
+    for outcome in verified:
+        if outcome.backend == "tvm" and outcome.fully_tuned:
+            return outcome, Selection(rule=rule, reason="tvm: every kernel has tuning records "
+                                                       "for this target")
+    for outcome in verified:
+        if outcome.backend == "onnxruntime":
+            return outcome, Selection(rule=rule, reason="host cannot time this target; "
+                                      "onnxruntime preferred over untuned tvm kernels")
+    return verified[0], Selection(rule=rule, reason=f"only {verified[0].backend} verified")

@@ -1,0 +1,172 @@
+"""The named target catalogue, in the spirit of Neo's ``TargetDevice``.
+
+Each preset says what a compiled bundle may assume about the machine: architecture, CPU
+features (NFD ``cpu-cpuid`` names) and ``mcpu``, accelerator, cross toolchain, and the
+backends that apply in order of preference. ``native`` describes this host; LLVM
+misdetects Sapphire Rapids as ``rocketlake`` here, so ``mcpu`` is chosen from
+``/proc/cpuinfo`` flags instead of LLVM's guess.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from neofleet.compiler.errors import UnknownTargetError
+
+Arch = Literal["x86_64", "aarch64"]
+AARCH64_CROSS = "aarch64-linux-gnu-g++"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    arch: Arch
+    device_type: Literal["cpu", "gpu"] = "cpu"
+    mcpu: str | None = None
+    mattr: tuple[str, ...] = ()
+    cpu_features: tuple[str, ...] = ()
+    accelerator: str | None = None
+    compute_capability: str | None = None
+    cuda_version: str | None = None
+    trt_version: str | None = None
+    cross_toolchain: str | None = None
+    backends: tuple[str, ...] = ("onnxruntime", "tvm")
+    buildable: bool = True
+    num_cores: int | None = field(default=None, compare=False)
+
+    def tvm_target(self) -> dict[str, Any]:
+        """The TVM 0.27 target dict (``tvm.target.Target(d)``)."""
+        target: dict[str, Any] = {"kind": "llvm"}
+        if self.arch == "aarch64":
+            target["mtriple"] = "aarch64-linux-gnu"
+        if self.mcpu:
+            target["mcpu"] = self.mcpu
+        if self.mattr:
+            target["mattr"] = list(self.mattr)
+        if self.num_cores:
+            target["num-cores"] = self.num_cores
+        return target
+
+    def descriptor(self) -> dict[str, Any]:
+        """What the bundle's meta records about the target."""
+        doc = {k: v for k, v in asdict(self).items() if v not in (None, (), [])}
+        doc["tvm_target"] = self.tvm_target()
+        return doc
+
+
+_X86 = "x86_64"
+_A64 = "aarch64"
+_AVX2 = ("AVX", "AVX2", "FMA3")
+_AVX512 = (*_AVX2, "AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL")
+_GPU = {"device_type": "gpu", "accelerator": "nvidia", "backends": ("tensorrt", "tvm-cuda"),
+        "buildable": False}
+_JETSON = {**_GPU, "arch": _A64, "cross_toolchain": AARCH64_CROSS}
+
+CATALOGUE: tuple[Target, ...] = (
+    Target("x86_64", "any x86-64 CPU (baseline SSE2)", _X86, mcpu="x86-64"),
+    Target("x86_64-avx2", "x86-64-v3: AVX2, FMA, BMI2 (Haswell, Zen and later)", _X86,
+           mcpu="x86-64-v3", cpu_features=_AVX2),
+    Target("x86_64-avx512", "x86-64-v4: AVX-512 F/BW/CD/DQ/VL (Skylake-SP, Zen 4 and later)", _X86,
+           mcpu="x86-64-v4", cpu_features=_AVX512),
+    Target("aarch64", "any 64-bit ARM CPU with NEON (Armv8-A)", _A64, mattr=("+neon",),
+           cpu_features=("ASIMD",), cross_toolchain=AARCH64_CROSS),
+    Target("rasp4b", "Raspberry Pi 4 Model B (Cortex-A72, 64-bit OS)", _A64,
+           mcpu="cortex-a72", mattr=("+neon",), cpu_features=("ASIMD",),
+           cross_toolchain=AARCH64_CROSS),
+    Target("jetson-nano", "NVIDIA Jetson Nano (Maxwell, sm_53)", compute_capability="5.3",
+           cuda_version="10.2", trt_version="8.2", mcpu="cortex-a57", **_JETSON),
+    Target("jetson-xavier", "NVIDIA Jetson AGX Xavier (Volta, sm_72)", compute_capability="7.2",
+           cuda_version="11.4", trt_version="8.5", mcpu="carmel", **_JETSON),
+    Target("jetson-orin-nano", "NVIDIA Jetson Orin Nano (Ampere, sm_87)",
+           compute_capability="8.7", cuda_version="12.2", trt_version="8.6",
+           mcpu="cortex-a78ae", **_JETSON),
+    Target("nvidia-t4", "NVIDIA T4 (Turing, sm_75) on x86-64", _X86, compute_capability="7.5",
+           cuda_version="12.2", trt_version="10.0", **_GPU),  # type: ignore[arg-type]
+    Target("nvidia-a100", "NVIDIA A100 (Ampere, sm_80) on x86-64", _X86,
+           compute_capability="8.0", cuda_version="12.2", trt_version="10.0",
+           **_GPU),  # type: ignore[arg-type]
+    Target("nvidia-h100", "NVIDIA H100 (Hopper, sm_90) on x86-64", _X86,
+           compute_capability="9.0", cuda_version="12.2", trt_version="10.0",
+           **_GPU),  # type: ignore[arg-type]
+)
+
+
+def catalogue() -> tuple[Target, ...]:
+    return (*CATALOGUE, native_target())
+
+
+def get_target(name: str) -> Target:
+    if name == "native":
+        return native_target()
+    for target in CATALOGUE:
+        if target.name == name:
+            return target
+    known = ", ".join(t.name for t in catalogue())
+    raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
+
+
+def host_arch() -> Arch:
+    machine = platform.machine().lower()
+    return "aarch64" if machine in {"aarch64", "arm64"} else "x86_64"
+
+
+def host_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """CPU flags of this host in lower case (``avx2``, ``asimd``, ...)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in {"flags", "Features"}:
+            return frozenset(value.split())
+    return frozenset()
+
+
+def x86_mcpu_for_flags(flags: Iterable[str]) -> str:
+    """Choose an LLVM ``mcpu`` from cpuinfo flags (LLVM's own guess is wrong here)."""
+    have = set(flags)
+    if {"amx_tile", "avx512_fp16"} <= have:
+        return "sapphirerapids"
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= have:
+        return "x86-64-v4"
+    if {"avx2", "fma", "bmi2"} <= have:
+        return "x86-64-v3"
+    return "x86-64"
+
+
+def native_target() -> Target:
+    flags = host_cpu_flags()
+    arch = host_arch()
+    import os
+
+    cores = os.cpu_count() or 1
+    if arch == "aarch64":
+        return Target("native", "this host (aarch64)", "aarch64", mcpu="generic",
+                      mattr=("+neon",), num_cores=cores)
+    features = tuple(sorted(f for f in _AVX512 if _nfd_to_flag(f) in flags))
+    return Target("native", "this host", "x86_64", mcpu=x86_mcpu_for_flags(flags),
+                  cpu_features=features, num_cores=cores)
+
+
+def _nfd_to_flag(feature: str) -> str:
+    return {"FMA3": "fma"}.get(feature, feature.lower())
+
+
+def host_can_run(target: Target, flags: frozenset[str] | None = None) -> bool:
+    """True when this host can run ``target``'s CPU artifacts natively (and time them)."""
+    if target.device_type != "cpu" or target.arch != host_arch():
+        return False
+    have = host_cpu_flags() if flags is None else flags
+    if target.arch == "aarch64":
+        return True
+    return all(_nfd_to_flag(f) in have for f in target.cpu_features)
+
+
+def with_cores(target: Target, cores: int) -> Target:
+    return replace(target, num_cores=cores)

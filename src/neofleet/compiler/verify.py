@@ -1,0 +1,164 @@
+"""Verify a candidate bundle against the source model's reference, and time it.
+
+The candidate is run through the runtime's own loader (``neofleet.runtime.probe``) in a
+child process: natively when the host can run the target, under qemu for aarch64. A
+crash of miscompiled native code then fails the candidate, not the compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neofleet.bundle.meta import Benchmark, Verification
+from neofleet.compiler.errors import CompileError, VerificationError
+from neofleet.compiler.ingest.source import SourceModel
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    samples: int = 3
+
+
+@dataclass(frozen=True)
+class Comparison:
+    passed: bool
+    max_abs: float
+    max_rel: float
+    message: str
+
+
+def compare_outputs(expected: list[np.ndarray], actual: list[np.ndarray],
+                    tol: Tolerance) -> Comparison:
+    """Pure: every output must have the same shape and dtype kind and be allclose."""
+    if len(expected) != len(actual):
+        return Comparison(False, float("inf"), float("inf"),
+                          f"{len(actual)} outputs, the reference has {len(expected)}")
+    max_abs = max_rel = 0.0
+    for i, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        if want.shape != got.shape:
+            return Comparison(False, float("inf"), float("inf"),
+                              f"output {i}: shape {got.shape}, reference {want.shape}")
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        if diff.size:
+            if np.isnan(diff).any() and not np.array_equal(np.isnan(got), np.isnan(want)):
+                return Comparison(False, float("nan"), float("nan"), f"output {i}: NaN mismatch")
+            finite = np.nan_to_num(diff, nan=0.0)
+            scale = np.abs(want.astype(np.float64))
+            max_abs = max(max_abs, float(finite.max()))
+            big = scale > tol.atol
+            if big.any():
+                max_rel = max(max_rel, float((finite[big] / scale[big]).max()))
+        if not np.allclose(got, want, rtol=tol.rtol, atol=tol.atol, equal_nan=True):
+            return Comparison(False, max_abs, max_rel,
+                              f"output {i} differs from the reference: max abs error "
+                              f"{max_abs:.3g}, max rel error {max_rel:.3g} "
+                              f"(rtol {tol.rtol}, atol {tol.atol})")
+    return Comparison(True, max_abs, max_rel, "")
+
+
+def run_probe(bundle_dir: Path, inputs: Path, outputs: Path, *, emulate: bool,
+              warmup: int = 0, repeat: int = 0, budget_s: float = 0.0,
+              threads: int | None = None, timeout_s: float = 900) -> dict[str, Any]:
+    if emulate:
+        from neofleet.compiler.emulation import emulated_probe
+
+        return emulated_probe(bundle_dir, inputs, outputs, timeout_s=timeout_s,
+                              warmup=warmup, repeat=repeat)
+    command = [sys.executable, "-m", "neofleet.runtime.probe", str(bundle_dir),
+               "--inputs", str(inputs), "--outputs", str(outputs),
+               "--warmup", str(warmup), "--repeat", str(repeat), "--budget-s", str(budget_s)]
+    if threads:
+        command += ["--threads", str(threads)]
+    return _run_child(command, timeout_s)
+
+
+def _run_child(command: list[str], timeout_s: float) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              env=env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise VerificationError(f"the candidate did not finish within {timeout_s:.0f} s") from exc
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    report: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    if done.returncode != 0:
+        detail = report.get("error") or _tail(done.stderr) or f"exit status {done.returncode}"
+        if done.returncode < 0:
+            detail = f"crashed with signal {-done.returncode}: {_tail(done.stderr)}"
+        raise VerificationError(f"running the candidate failed: {detail}")
+    return report
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
+                  *, emulate: bool) -> Verification:
+    """Run ``tol.samples`` seeded samples and compare with the reference."""
+    samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
+    inputs_path, outputs_path = workdir / "verify-in.npz", workdir / "verify-out.npz"
+    np.savez(inputs_path, **{f"sample{i}/{k}": v for i, s in enumerate(samples)
+                             for k, v in s.items()})
+    method = "qemu-aarch64" if emulate else "host"
+    base = {"method": method, "samples": tol.samples, "rtol": tol.rtol, "atol": tol.atol}
+    try:
+        run_probe(bundle_dir, inputs_path, outputs_path, emulate=emulate)
+    except CompileError as exc:
+        return Verification(passed=False, message=str(exc), **base)
+    with np.load(outputs_path, allow_pickle=False) as data:
+        actual = [[data[k] for k in sorted((k for k in data if k.startswith(f"sample{i}/")),
+                                           key=_output_index)] for i in range(len(samples))]
+    worst = Comparison(True, 0.0, 0.0, "")
+    for sample, got in zip(samples, actual, strict=True):
+        result = compare_outputs(source.reference(sample), got, tol)
+        worst = _worse(worst, result)
+    return Verification(passed=worst.passed, max_abs_error=worst.max_abs,
+                        max_rel_error=worst.max_rel, message=worst.message, **base)
+
+
+def _output_index(key: str) -> int:
+    return int(key.rsplit("_", 1)[1])
+
+
+def _worse(a: Comparison, b: Comparison) -> Comparison:
+    if not b.passed and a.passed:
+        return b
+    if not a.passed:
+        return a
+    return Comparison(True, max(a.max_abs, b.max_abs), max(a.max_rel, b.max_rel), "")
+
+
+def benchmark_bundle(bundle_dir: Path, source: SourceModel, workdir: Path, *,
+                     threads: int, budget_s: float = 3.0) -> Benchmark:
+    """Median and p90 latency on this host (only for targets the host runs natively)."""
+    inputs_path, outputs_path = workdir / "bench-in.npz", workdir / "bench-out.npz"
+    np.savez(inputs_path, **source.sample_inputs(0))
+    report = run_probe(bundle_dir, inputs_path, outputs_path, emulate=False, warmup=3,
+                       repeat=500, budget_s=budget_s, threads=threads)
+    import platform
+
+    return Benchmark(host=f"{platform.machine()} {_cpu_model()}", threads=threads,
+                     batch_inputs={s.name: list(s.shape) for s in source.inputs},
+                     median_ms=report["median_ms"], p90_ms=report["p90_ms"], runs=report["runs"])
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

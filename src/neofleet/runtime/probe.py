@@ -1,0 +1,94 @@
+"""Run a bundle on inputs from an .npz file: the compiler's verification and benchmark
+runner, used on the host and under qemu for other architectures.
+
+    python -m neofleet.runtime.probe BUNDLE --inputs in.npz --outputs out.npz \
+        [--warmup N] [--repeat N] [--threads N]
+
+The inputs file holds either one sample (keys are the input names) or several (keys
+``sample<i>/<input name>``); outputs are written as ``output_<j>`` or
+``sample<i>/output_<j>`` accordingly. ``--budget-s`` stops timing early once that many
+seconds were spent. Prints one JSON line: load seconds, and median/p90 latency when
+``--repeat`` > 0. Exits
+non-zero with a one-line reason on a NeofleetError. Arrays are read with
+``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from neofleet.errors import NeofleetError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="neofleet.runtime.probe")
+    parser.add_argument("bundle")
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--outputs")
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--budget-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    try:
+        report = _probe(args)
+    except NeofleetError as exc:
+        print(json.dumps({"error": str(exc), "reason": exc.reason}))
+        return 2
+    print(json.dumps(report))
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> dict[str, float | int]:
+    from neofleet.runtime.model import DLRModel
+
+    start = time.perf_counter()
+    model = DLRModel(args.bundle, "cpu", num_threads=args.threads)
+    report: dict[str, float | int] = {"load_seconds": time.perf_counter() - start}
+    samples = _read_samples(args.inputs, model.get_input_names())
+    results = {}
+    for prefix, inputs in samples.items():
+        for j, output in enumerate(model.run(inputs)):
+            results[f"{prefix}output_{j}"] = output
+    if args.outputs:
+        np.savez(args.outputs, **results)
+    report.update(_time(model, next(iter(samples.values())), args))
+    return report
+
+
+def _read_samples(path: str, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as data:
+        keys = list(data.keys())
+        if all("/" not in k for k in keys):
+            return {"": {n: data[n] for n in names if n in data}} if keys else {}
+        prefixes = sorted({k.split("/", 1)[0] for k in keys}, key=lambda p: (len(p), p))
+        return {f"{p}/": {n: data[f"{p}/{n}"] for n in names if f"{p}/{n}" in data}
+                for p in prefixes}
+
+
+def _time(model: object, inputs: dict[str, np.ndarray],
+          args: argparse.Namespace) -> dict[str, float | int]:
+    run = model.run  # type: ignore[attr-defined]
+    for _ in range(args.warmup):
+        run(inputs)
+    times: list[float] = []
+    deadline = time.perf_counter() + args.budget_s if args.budget_s > 0 else None
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        run(inputs)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if deadline is not None and time.perf_counter() > deadline and len(times) >= 5:
+            break
+    if not times:
+        return {}
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "runs": len(times)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
