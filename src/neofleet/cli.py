@@ -147,7 +147,7 @@ def push(bundle: Path, reference: str, as_json: bool) -> None:
     except NeofleetError as exc:
         _fail(exc, as_json)
     if as_json:
-        click.echo(json.dumps({"ok": True, "uri": result.uri, "digest": result.digest,
+        click.echo(json.dumps({"ok": True, "uri": result.uri, "digest": result.manifest_digest,
                                "bundle_digest": result.bundle_digest}))
     else:
         click.echo(result.uri)

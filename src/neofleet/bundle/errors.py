@@ -51,7 +51,7 @@ class RegistryError(BundleError):
     reason = "RegistryError"
 
 
-class ReferenceError_(RegistryError):  # noqa: N801  (ReferenceError is a builtin)
+class ReferenceError_(RegistryError):
     reason = "InvalidReference"
 
 

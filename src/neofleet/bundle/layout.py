@@ -8,7 +8,6 @@ bundle verifies every digest before the meta is even parsed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -76,7 +75,7 @@ def write_bundle(
     if artifact not in files:
         raise ValueError(f"artifact {artifact!r} is not among the files")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    staging = staging_dir(dest)
     try:
         for name, source in files.items():
             shutil.copyfile(source, staging / name)
@@ -91,11 +90,23 @@ def write_bundle(
     return open_bundle(dest)
 
 
+def staging_dir(dest: Path) -> Path:
+    """A private folder beside ``dest``, readable by all once moved into place.
+
+    mkdtemp makes 0700 folders; a bundle pulled by root for a non-root runtime must be
+    readable, so the folder gets 0755 (files are written 0644 under the usual umask).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    staging.chmod(0o755)
+    return staging
+
+
 def _replace(staging: Path, dest: Path) -> None:
     if not dest.exists():
-        os.replace(staging, dest)
+        staging.replace(dest)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-    os.replace(dest, old / "b")
-    os.replace(staging, dest)
+    dest.replace(old / "b")
+    staging.replace(dest)
     shutil.rmtree(old, ignore_errors=True)

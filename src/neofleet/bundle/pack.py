@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from neofleet.bundle.errors import BundleFormatError, UnexpectedFileError
-from neofleet.bundle.layout import Bundle, _replace, open_bundle
+from neofleet.bundle.layout import Bundle, _replace, open_bundle, staging_dir
 from neofleet.bundle.manifest import MANIFEST_NAME, check_file_name
 
 MAX_BUNDLE_BYTES = 8 << 30
@@ -26,11 +26,15 @@ def pack_bundle(bundle_dir: Path, tar_path: Path) -> Bundle:
     bundle = open_bundle(bundle_dir)
     names = sorted([*bundle.manifest.files, MANIFEST_NAME])
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=tar_path.parent, delete=False) as tmp:
-        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    partial = tar_path.with_name(f".{tar_path.name}.partial")
+    try:
+        with partial.open("wb") as tmp, \
+                tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
                 _add_file(tar, bundle_dir / name, name)
-    Path(tmp.name).replace(tar_path)
+        partial.replace(tar_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return bundle
 
 
@@ -63,7 +67,7 @@ def unpack_bundle_bytes(data: bytes, dest: Path) -> Bundle:
 
 def _unpack(fileobj: io.BufferedIOBase | io.BytesIO | object, dest: Path) -> Bundle:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    staging = staging_dir(dest)
     try:
         try:
             with tarfile.open(fileobj=fileobj, mode="r:*") as tar:  # type: ignore[call-overload]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from neofleet.bundle import Bundle, write_bundle
 from neofleet.bundle.meta import CandidateReport, Verification
@@ -45,7 +45,7 @@ class CompileRequest:
     backend: str = "auto"
     tuning_trials: int = 0
     tuning_db: Path | None = field(default_factory=default_tuning_db)
-    tolerance: Tolerance = Tolerance()
+    tolerance: Tolerance = field(default_factory=Tolerance)
     progress: Progress = field(default=lambda _: None)
 
 
@@ -204,13 +204,13 @@ def _mkdir(path: Path) -> Path:
 
 
 def _fully_tuned(artifact: Artifact) -> bool:
-    tuning = artifact.options.get("tuning")
-    return bool(tuning) and tuning["tasks"] > 0 and \
-        tuning["reused_tasks"] + tuning["tuned_tasks"] == tuning["tasks"]
+    tuning: dict[str, int] = artifact.options.get("tuning") or {}
+    tasks = tuning.get("tasks", 0)
+    return tasks > 0 and tuning.get("reused_tasks", 0) + tuning.get("tuned_tasks", 0) == tasks
 
 
 def _report(outcome: CandidateOutcome, artifact: Artifact | None) -> CandidateReport:
-    status = "verified" if outcome.verified else "failed"
+    status: Literal["verified", "failed"] = "verified" if outcome.verified else "failed"
     message = outcome.error or (outcome.verification.message if outcome.verification else "")
     return CandidateReport(backend=outcome.backend, status=status, message=message,
                            build_seconds=artifact.build_seconds if artifact else None,

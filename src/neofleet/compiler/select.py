@@ -7,7 +7,7 @@ Rule ``preference-without-benchmark``: when the host cannot run the target (aarc
 from x86), nothing can be timed honestly (qemu timings say nothing about a Cortex-A72).
 Then a TVM build is preferred only if every one of its kernels had tuning records for
 this target; otherwise ONNX Runtime (hand-written NEON/AVX kernels) is preferred,
-because untuned TVM kernels measured 50–160x slower than ONNX Runtime on CNNs; otherwise
+because untuned TVM kernels measured 50-160x slower than ONNX Runtime on CNNs; otherwise
 whichever candidate verified.
 """
 

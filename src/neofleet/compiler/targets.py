@@ -59,40 +59,41 @@ class Target:
         return doc
 
 
-_X86 = "x86_64"
-_A64 = "aarch64"
+_X86: Arch = "x86_64"
+_A64: Arch = "aarch64"
 _AVX2 = ("AVX", "AVX2", "FMA3")
 _AVX512 = (*_AVX2, "AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL")
-_GPU = {"device_type": "gpu", "accelerator": "nvidia", "backends": ("tensorrt", "tvm-cuda"),
-        "buildable": False}
-_JETSON = {**_GPU, "arch": _A64, "cross_toolchain": AARCH64_CROSS}
+
+
+def _gpu(name: str, description: str, arch: Arch, cc: str, cuda: str, trt: str,
+         mcpu: str | None = None) -> Target:
+    """A GPU preset: listed now, built by the GPU backends (tvm-cuda, tensorrt) later."""
+    return Target(name, description, arch, device_type="gpu", mcpu=mcpu, accelerator="nvidia",
+                  compute_capability=cc, cuda_version=cuda, trt_version=trt,
+                  cross_toolchain=AARCH64_CROSS if arch == "aarch64" else None,
+                  backends=("tensorrt", "tvm-cuda"), buildable=False)
+
 
 CATALOGUE: tuple[Target, ...] = (
     Target("x86_64", "any x86-64 CPU (baseline SSE2)", _X86, mcpu="x86-64"),
     Target("x86_64-avx2", "x86-64-v3: AVX2, FMA, BMI2 (Haswell, Zen and later)", _X86,
            mcpu="x86-64-v3", cpu_features=_AVX2),
-    Target("x86_64-avx512", "x86-64-v4: AVX-512 F/BW/CD/DQ/VL (Skylake-SP, Zen 4 and later)", _X86,
-           mcpu="x86-64-v4", cpu_features=_AVX512),
+    Target("x86_64-avx512", "x86-64-v4: AVX-512 F/BW/CD/DQ/VL (Skylake-SP, Zen 4 and later)",
+           _X86, mcpu="x86-64-v4", cpu_features=_AVX512),
     Target("aarch64", "any 64-bit ARM CPU with NEON (Armv8-A)", _A64, mattr=("+neon",),
            cpu_features=("ASIMD",), cross_toolchain=AARCH64_CROSS),
     Target("rasp4b", "Raspberry Pi 4 Model B (Cortex-A72, 64-bit OS)", _A64,
            mcpu="cortex-a72", mattr=("+neon",), cpu_features=("ASIMD",),
            cross_toolchain=AARCH64_CROSS),
-    Target("jetson-nano", "NVIDIA Jetson Nano (Maxwell, sm_53)", compute_capability="5.3",
-           cuda_version="10.2", trt_version="8.2", mcpu="cortex-a57", **_JETSON),
-    Target("jetson-xavier", "NVIDIA Jetson AGX Xavier (Volta, sm_72)", compute_capability="7.2",
-           cuda_version="11.4", trt_version="8.5", mcpu="carmel", **_JETSON),
-    Target("jetson-orin-nano", "NVIDIA Jetson Orin Nano (Ampere, sm_87)",
-           compute_capability="8.7", cuda_version="12.2", trt_version="8.6",
-           mcpu="cortex-a78ae", **_JETSON),
-    Target("nvidia-t4", "NVIDIA T4 (Turing, sm_75) on x86-64", _X86, compute_capability="7.5",
-           cuda_version="12.2", trt_version="10.0", **_GPU),  # type: ignore[arg-type]
-    Target("nvidia-a100", "NVIDIA A100 (Ampere, sm_80) on x86-64", _X86,
-           compute_capability="8.0", cuda_version="12.2", trt_version="10.0",
-           **_GPU),  # type: ignore[arg-type]
-    Target("nvidia-h100", "NVIDIA H100 (Hopper, sm_90) on x86-64", _X86,
-           compute_capability="9.0", cuda_version="12.2", trt_version="10.0",
-           **_GPU),  # type: ignore[arg-type]
+    _gpu("jetson-nano", "NVIDIA Jetson Nano (Maxwell, sm_53)", _A64, "5.3", "10.2", "8.2",
+         mcpu="cortex-a57"),
+    _gpu("jetson-xavier", "NVIDIA Jetson AGX Xavier (Volta, sm_72)", _A64, "7.2", "11.4",
+         "8.5", mcpu="carmel"),
+    _gpu("jetson-orin-nano", "NVIDIA Jetson Orin Nano (Ampere, sm_87)", _A64, "8.7", "12.2",
+         "8.6", mcpu="cortex-a78ae"),
+    _gpu("nvidia-t4", "NVIDIA T4 (Turing, sm_75) on x86-64", _X86, "7.5", "12.2", "10.0"),
+    _gpu("nvidia-a100", "NVIDIA A100 (Ampere, sm_80) on x86-64", _X86, "8.0", "12.2", "10.0"),
+    _gpu("nvidia-h100", "NVIDIA H100 (Hopper, sm_90) on x86-64", _X86, "9.0", "12.2", "10.0"),
 )
 
 

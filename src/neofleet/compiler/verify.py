@@ -20,6 +20,7 @@ import numpy as np
 from neofleet.bundle.meta import Benchmark, Verification
 from neofleet.compiler.errors import CompileError, VerificationError
 from neofleet.compiler.ingest.source import SourceModel
+from neofleet.runtime.probe import save_arrays
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,14 @@ def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir
     """Run ``tol.samples`` seeded samples and compare with the reference."""
     samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
     inputs_path, outputs_path = workdir / "verify-in.npz", workdir / "verify-out.npz"
-    np.savez(inputs_path, **{f"sample{i}/{k}": v for i, s in enumerate(samples)
-                             for k, v in s.items()})
+    save_arrays(inputs_path, {f"sample{i}/{k}": v for i, s in enumerate(samples)
+                              for k, v in s.items()})
     method = "qemu-aarch64" if emulate else "host"
-    base = {"method": method, "samples": tol.samples, "rtol": tol.rtol, "atol": tol.atol}
     try:
         run_probe(bundle_dir, inputs_path, outputs_path, emulate=emulate)
     except CompileError as exc:
-        return Verification(passed=False, message=str(exc), **base)
+        return Verification(passed=False, message=str(exc), method=method,
+                            samples=tol.samples, rtol=tol.rtol, atol=tol.atol)
     with np.load(outputs_path, allow_pickle=False) as data:
         actual = [[data[k] for k in sorted((k for k in data if k.startswith(f"sample{i}/")),
                                            key=_output_index)] for i in range(len(samples))]
@@ -125,7 +126,8 @@ def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir
         result = compare_outputs(source.reference(sample), got, tol)
         worst = _worse(worst, result)
     return Verification(passed=worst.passed, max_abs_error=worst.max_abs,
-                        max_rel_error=worst.max_rel, message=worst.message, **base)
+                        max_rel_error=worst.max_rel, message=worst.message, method=method,
+                        samples=tol.samples, rtol=tol.rtol, atol=tol.atol)
 
 
 def _output_index(key: str) -> int:
@@ -144,7 +146,7 @@ def benchmark_bundle(bundle_dir: Path, source: SourceModel, workdir: Path, *,
                      threads: int, budget_s: float = 3.0) -> Benchmark:
     """Median and p90 latency on this host (only for targets the host runs natively)."""
     inputs_path, outputs_path = workdir / "bench-in.npz", workdir / "bench-out.npz"
-    np.savez(inputs_path, **source.sample_inputs(0))
+    save_arrays(inputs_path, source.sample_inputs(0))
     report = run_probe(bundle_dir, inputs_path, outputs_path, emulate=False, warmup=3,
                        repeat=500, budget_s=budget_s, threads=threads)
     import platform

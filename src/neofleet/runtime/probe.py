@@ -19,6 +19,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -56,9 +58,14 @@ def _probe(args: argparse.Namespace) -> dict[str, float | int]:
         for j, output in enumerate(model.run(inputs)):
             results[f"{prefix}output_{j}"] = output
     if args.outputs:
-        np.savez(args.outputs, **results)
+        save_arrays(Path(args.outputs), results)
     report.update(_time(model, next(iter(samples.values())), args))
     return report
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays as an .npz (read back with ``allow_pickle=False``)."""
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub reserves allow_pickle
 
 
 def _read_samples(path: str, names: list[str]) -> dict[str, dict[str, np.ndarray]]:

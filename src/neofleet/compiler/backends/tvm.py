@@ -104,7 +104,7 @@ def _maybe_tune(mod: Any, tvm_target: Any, target: Target,
 def _has_database(root: Path, target: Target) -> bool:
     from neofleet.compiler.backends.tvm_tuning import tuning_database_dir
 
-    return tuning_database_dir(root, target.tvm_target()).is_dir()
+    return bool(tuning_database_dir(root, target.tvm_target()).is_dir())
 
 
 def _export(tvm: Any, executable: Any, dest: Path, target: Target,

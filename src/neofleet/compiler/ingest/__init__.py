@@ -19,7 +19,8 @@ FRAMEWORKS = ("onnx", "pytorch", "tflite")
 __all__ = ["FRAMEWORKS", "SourceModel", "load_model"]
 
 
-def load_model(path: Path, framework: str, decls: Sequence[InputDecl], workdir: Path) -> SourceModel:
+def load_model(path: Path, framework: str, decls: Sequence[InputDecl],
+               workdir: Path) -> SourceModel:
     """Load ``path`` as ``framework``; ``workdir`` holds derived files (prepared ONNX)."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")

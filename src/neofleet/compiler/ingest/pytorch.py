@@ -1,18 +1,21 @@
 """PyTorch ingest: a ``torch.export`` archive (``.pt2``) read with ``torch.export.load``.
 
 Pickled checkpoints (``torch.save`` of a module) are refused: a ``.pt2`` is a zip archive
-of JSON graphs and raw weights. The reference is the exported program itself. An ONNX
-copy (``torch.onnx.export(..., dynamo=True)``, needs ``onnxscript``) lets ONNX Runtime be
-a candidate; where that export fails, the ONNX Runtime candidate is marked not
-applicable with the reason.
+of JSON graphs and raw weights. The archive is checked member by member before torch
+opens it (see ``_check_archive``), and ``torch.export.load`` runs with every
+``torch.load`` forced to ``weights_only=True``. The reference is the exported program
+itself. An ONNX copy (``torch.onnx.export(..., dynamo=True)``, needs ``onnxscript``)
+lets ONNX Runtime be a candidate; where that export fails, the ONNX Runtime candidate
+is marked not applicable with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,13 @@ def _torch() -> Any:
 
 
 def load_exported_program(path: Path, decls: Sequence[InputDecl], workdir: Path) -> SourceModel:
-    if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path.name} is not a torch.export archive (.pt2 written by "
-                             f"torch.export.save); pickled checkpoints are refused")
+    _check_archive(path)
     torch = _torch()
     try:
-        program = torch.export.load(str(path))
+        with _weights_only_loads(torch):
+            program = torch.export.load(str(path))
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"torch.export.load cannot read {path.name}: {exc}") from exc
     inputs = resolve_inputs(_model_inputs(program), decls)
@@ -56,6 +60,66 @@ def load_exported_program(path: Path, decls: Sequence[InputDecl], workdir: Path)
                          ops=_op_histogram(program))
     _export_onnx(torch, source, workdir / "exported.onnx")
     return source
+
+
+def _check_archive(path: Path) -> None:
+    """Accept only a plain .pt2 archive; refuse anything that would make torch unpickle.
+
+    ``torch.export.load`` unpickles payloads marked ``use_pickle``, custom and opaque
+    constants, legacy ``.pt`` weight files, and falls back to ``weights_only=False`` for
+    sample inputs; AOTInductor packages carry native code. All of those are refused here,
+    before torch reads the file.
+    """
+    refusal = (f"{path.name} is not a torch.export archive; pickled checkpoints (torch.save, "
+               "joblib) are refused. Export with torch.export.save(torch.export.export(model, "
+               "args), 'model.pt2')")
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(refusal)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if not any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+            raise ModelLoadError(refusal)
+        for name in names:
+            _check_member(archive, name, path.name)
+
+
+def _check_member(archive: zipfile.ZipFile, name: str, filename: str) -> None:
+    parts = name.split("/")
+    if "aotinductor" in parts or parts[-1] == "data.pkl":
+        raise ModelLoadError(f"{filename}: {name} holds native code or pickles; refused")
+    if len(parts) >= 2 and parts[-2] in {"weights", "constants"} and name.endswith(".pt"):
+        raise ModelLoadError(f"{filename}: legacy pickled payload {name} is refused; "
+                             "re-export with a current torch.export.save")
+    if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
+        _check_payload_config(json.loads(archive.read(name)), name, filename)
+
+
+def _check_payload_config(doc: Any, name: str, filename: str) -> None:
+    entries = doc.get("config", {}) if isinstance(doc, dict) else None
+    if not isinstance(entries, dict):
+        raise ModelLoadError(f"{filename}: {name} is malformed")
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            raise ModelLoadError(f"{filename}: payload {fqn} is pickled; refused")
+        if "constants" in name and not str(meta.get("path_name", "")).startswith("tensor_"):
+            raise ModelLoadError(f"{filename}: constant {fqn} is a custom object; refused")
+
+
+@contextlib.contextmanager
+def _weights_only_loads(torch: Any) -> Iterator[None]:
+    """Inside: any ``torch.load(weights_only=False)`` torch attempts is a refusal."""
+    original = torch.load
+
+    def guarded(*args: Any, weights_only: bool | None = True, **kwargs: Any) -> Any:
+        if weights_only is False:
+            raise ModelLoadError("the archive asks torch to unpickle arbitrary objects; refused")
+        return original(*args, weights_only=True, **kwargs)
+
+    torch.load = guarded
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _model_inputs(program: Any) -> list[ModelInput]:

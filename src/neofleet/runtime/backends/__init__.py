@@ -26,7 +26,8 @@ def load_backend(
     if name == "onnxruntime":
         from neofleet.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle.artifact_path, options=bundle.meta.neofleet.backend_options,
+        options = bundle.meta.neofleet.backend_options
+        return OnnxRuntimeBackend(bundle.artifact_path, options=options,
                                   output_names=[t.name for t in bundle.meta.model.outputs],
                                   input_names=[t.name for t in bundle.meta.model.inputs],
                                   num_threads=num_threads)
