@@ -97,12 +97,16 @@ def _latency(bundle_dir: Path, model_path: Path, x: np.ndarray) -> None:
     model = DLRModel(bundle_dir, "cpu", num_threads=threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    for key, value in model.bundle.meta.neofleet.backend_options.get("session_config",
+                                                                     {}).items():
+        options.add_session_config_entry(key, value)  # the same settings for both
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     runners = {"neofleet DLRModel": lambda: model.run({"image": x}),
                "onnxruntime (original model)": lambda: session.run(None, {"image": x})}
     times = _interleaved(runners)
     base = times["onnxruntime (original model)"]
-    print(f"\nbatch-1 latency, {threads} threads, median of interleaved rounds:")
+    print(f"\nbatch-1 latency, {threads} threads, same session settings, median of "
+          "interleaved rounds:")
     for name, ms in times.items():
         print(f"  {name:<30} {ms:8.4f} ms   ({ms / base:.2f}x onnxruntime)")
 

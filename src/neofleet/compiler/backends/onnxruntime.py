@@ -4,7 +4,8 @@ The offline pass runs ONNX Runtime's *extended* graph optimizations (constant fo
 node fusions with contrib ops every CPU build has) and saves ``compiled.onnx``. Layout
 transformations (``ORT_ENABLE_ALL``: NCHWc blocking) depend on the exact CPU, so they
 are not baked in: the bundle records that the runtime applies them when it loads the
-model on the target machine.
+model on the target machine. ``session_config`` entries (spinning off) are applied by
+the runtime as recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from neofleet.compiler.ingest.source import SourceModel
 from neofleet.compiler.targets import Target
 
 ARTIFACT = "compiled.onnx"
+# Idle intra-op threads sleep instead of spinning: edge nodes share few cores with other
+# work, and spinning pools measurably slow every other session on a 2-core host.
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
 class OnnxRuntimeBackend:
@@ -51,7 +55,8 @@ class OnnxRuntimeBackend:
             backend=self.name, files={ARTIFACT: dest}, artifact=ARTIFACT,
             options={"graph_optimization_level": "ORT_ENABLE_ALL",
                      "offline_optimization_level": "ORT_ENABLE_EXTENDED",
-                     "intra_op_num_threads": 0},
+                     "intra_op_num_threads": 0,
+                     "session_config": dict(SESSION_CONFIG)},
             versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
             graph={"backend": self.name, "ops": op_histogram(onnx.load(str(dest)))},
             build_seconds=time.perf_counter() - start)

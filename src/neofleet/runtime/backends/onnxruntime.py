@@ -28,6 +28,8 @@ class OnnxRuntimeBackend:
         threads = num_threads or int(options.get("intra_op_num_threads", 0))
         session_options.intra_op_num_threads = threads
         session_options.inter_op_num_threads = 1
+        for key, value in dict(options.get("session_config", {})).items():
+            session_options.add_session_config_entry(str(key), str(value))
         self._session = ort.InferenceSession(str(artifact), sess_options=session_options,
                                              providers=["CPUExecutionProvider"])
         self._input_names = input_names
