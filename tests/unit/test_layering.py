@@ -1,0 +1,49 @@
+"""Layers: the runtime never imports the compiler, TVM's compiler or torch; importing
+neofleet pulls in nothing heavy."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "neofleet"
+FORBIDDEN = {
+    "runtime": ("neofleet.compiler", "neofleet.cli", "tvm", "torch", "onnx"),
+    "bundle": ("neofleet.compiler", "neofleet.runtime", "neofleet.cli", "tvm", "torch", "onnx",
+               "onnxruntime"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_does_not_import_upper_layers(package: str) -> None:
+    offenders = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        for name in _imports(path):
+            if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[package]):
+                offenders.append(f"{path.relative_to(SRC)} imports {name}")
+    assert offenders == []
+
+
+def test_importing_neofleet_and_the_cli_is_light() -> None:
+    code = ("import sys, neofleet, neofleet.cli, neofleet.runtime, neofleet.bundle, "
+            "neofleet.compiler.pipeline\n"
+            "heavy = sorted(m for m in ('tvm', 'tvm_ffi', 'torch', 'onnx', 'onnxruntime', "
+            "'oras') if m in sys.modules)\n"
+            "print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == ""
