@@ -11,8 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.support.bundles import make_bundle
-from tests.support.registry import RegistryServer
 
 from neofleet.bundle import (
     ArtifactDigestError,
@@ -31,6 +29,8 @@ from neofleet.bundle.oci import (
     push_bundle,
     resolve_reference,
 )
+from tests.support.bundles import make_bundle
+from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("oras")

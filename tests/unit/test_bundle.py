@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.support.bundles import make_bundle, make_meta
 
 from neofleet.bundle import (
     MANIFEST_NAME,
@@ -26,6 +25,7 @@ from neofleet.bundle import (
 )
 from neofleet.bundle.manifest import FileEntry, build_manifest
 from neofleet.bundle.pack import unpack_bundle_bytes
+from tests.support.bundles import make_bundle, make_meta
 
 
 @pytest.fixture

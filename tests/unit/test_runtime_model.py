@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.support.bundles import make_bundle
 
 from neofleet.bundle import DigestMismatchError
 from neofleet.runtime import DLRModel
 from neofleet.runtime.backends.tvm import aligned
 from neofleet.runtime.errors import IncompatibleBundleError, InputError
+from tests.support.bundles import make_bundle
 
 W = np.arange(8, dtype=np.float32).reshape(4, 2) / 10
 

@@ -47,6 +47,13 @@ are tuned again (or, with ``trials=0``, built untuned). Empty files are an empty
 
 Measuring needs the host to run the target's code: a cross target (``mtriple`` of another
 architecture) can only be used with ``trials=0`` or with every task already in the database.
+
+Cost on 2 cores: a run that tunes pays ~18 s once per process to import
+``tvm.s_tir.tensor_intrin`` (TuneContext needs it), then ~0.5-1 s per trial; builds run in
+one worker process per CPU (capped at 8, cgroup quota honoured) with a build function that
+skips that import (``build_candidate``: TVM's default re-imports it in every worker for
+every batch), measurements run one at a time with ``TVM_NUM_THREADS`` = the target's
+``num-cores``. A run that only reuses records costs the fusion, a JSON load and the apply.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -64,6 +72,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +137,7 @@ def _short_name(target: Mapping[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{kind}-{detail}")
 
 
-def _prepare_dir(db_dir: Path, canonical: Mapping[str, Any]) -> None:
-    (db_dir / "logs").mkdir(parents=True, exist_ok=True)
+def _write_target(db_dir: Path, canonical: Mapping[str, Any]) -> None:
     marker = db_dir / "target.json"
     if not marker.exists():
         marker.write_text(json.dumps(canonical, sort_keys=True, indent=2) + "\n")
@@ -249,7 +257,18 @@ def _apply(fused: Any, target: Any, database: Any, db_dir: Path) -> Any:
 
 
 def _cpus() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (pod limits)."""
+    cpus = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    return max(1, cpus)
+
+
+def set_measure_threads(threads: int) -> None:
+    """Runner worker initializer: measure with the target's thread count, not the host's."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
 
 
 def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
@@ -336,6 +355,7 @@ def _tune(
     from tvm.s_tir.meta_schedule import builder, measure_callback, runner, tune
 
     per_task = max(1, trials // len(tasks))
+    threads = min(_cpus(), int(tasks[0].target.attrs.get("num-cores", 0)) or _cpus())
     tally = _Tally()
     names = [t.task_name for t in tasks]
     callbacks = [
@@ -353,7 +373,7 @@ def _tune(
             builder=builder.LocalBuilder(
                 max_workers=min(_cpus(), _MAX_BUILDERS), f_build=build_candidate
             ),
-            runner=runner.LocalRunner(),
+            runner=runner.LocalRunner(initializer=partial(set_measure_threads, threads)),
             database=database,
             measure_callbacks=callbacks,
         )
@@ -401,32 +421,42 @@ def tune_relax_module(
         raise BackendUnavailableError(f"tuning supports llvm (CPU) targets, not {target.kind.name}")
     started = time.monotonic()
     target_json = canonical_target(dict(target.export()))
-    db_dir = tuning_database_dir(Path(database_root), target_json)
-    _prepare_dir(db_dir, target_json)
+    db_dir = tuning_database_dir(Path(database_root).resolve(), target_json)
     progress(f"tuning: database {db_dir}")
     fused = _fuse(mod, target)
     tasks = _extract_tasks(fused, target)
+    (db_dir / "logs").mkdir(parents=True, exist_ok=True)
     with _locked(db_dir, progress):
+        _write_target(db_dir, target_json)
         database = _open_database(db_dir, progress)
-        missing = [t for t in tasks if not _has_record(database, t)]
-        reused = len(tasks) - len(missing)
-        progress(f"tuning: {len(tasks)} tasks, {reused} with records, {len(missing)} without")
-        spent = 0
-        if missing and trials > 0:
-            _check_can_tune(target_json)
-            progress(f"tuning: {trials} trials over {len(missing)} tasks")
-            spent = _run_tuning(missing, trials, database, db_dir, progress)
-        tuned = sum(1 for t in missing if _has_record(database, t))
+        counts = _reuse_or_tune(tasks, trials, database, db_dir, target_json, progress)
     tuned_mod = _apply(fused, target, database, db_dir)
-    report = TuningReport(str(db_dir), len(tasks), reused, tuned, spent, time.monotonic() - started)
-    progress(f"tuning: done in {report.seconds:.1f} s ({tuned} tasks tuned, {spent} trials)")
+    report = TuningReport(str(db_dir), len(tasks), *counts, time.monotonic() - started)
+    progress(
+        f"tuning: done in {report.seconds:.1f} s "
+        f"({report.tuned_tasks} tasks tuned, {report.trials} trials)"
+    )
     return tuned_mod, report
 
 
-def _run_tuning(
-    tasks: Sequence[Any], trials: int, database: Any, db_dir: Path, progress: Progress
-) -> int:
+def _reuse_or_tune(
+    tasks: Sequence[Any],
+    trials: int,
+    database: Any,
+    db_dir: Path,
+    target_json: Mapping[str, Any],
+    progress: Progress,
+) -> tuple[int, int, int]:
+    """Tune the tasks without a record; (reused tasks, tuned tasks, trials spent)."""
+    missing = [t for t in tasks if not _has_record(database, t)]
+    reused = len(tasks) - len(missing)
+    progress(f"tuning: {len(tasks)} tasks, {reused} with records, {len(missing)} without")
+    if not missing or trials == 0:
+        return reused, 0, 0
+    _check_can_tune(target_json)
+    progress(f"tuning: {trials} trials over {len(missing)} tasks")
     try:
-        return _tune(tasks, trials, database, db_dir, progress)
+        spent = _tune(missing, trials, database, db_dir, progress)
     except RuntimeError as exc:
         raise BackendBuildError(f"MetaSchedule tuning failed: {exc}") from exc
+    return reused, sum(1 for t in missing if _has_record(database, t)), spent
