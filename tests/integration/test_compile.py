@@ -148,3 +148,23 @@ def test_cli_compile_json_and_inspect(tmp_path: Path) -> None:
                             str(tmp_path / "out" / "x86_64-avx2"), "--json"],
                            capture_output=True, text=True, check=True)
     assert json.loads(shown.stdout)["digest"] == row["digest"]
+
+
+def test_tuning_records_are_kept_and_reused_across_compiles(tmp_path: Path) -> None:
+    from tests.conftest import make_mlp_onnx
+
+    model = make_mlp_onnx(tmp_path / "mlp.onnx", batch=8, features=64, hidden=64)
+    db = tmp_path / "db"
+    runs = []
+    for attempt in range(2):
+        result = compile_model(CompileRequest(
+            model=model, framework="onnx", inputs=[], targets=["native"],
+            output=tmp_path / f"out{attempt}", backend="tvm", tuning_trials=16, tuning_db=db))
+        bundle = result.targets[0].bundle
+        assert bundle is not None, result.targets[0].error
+        runs.append(bundle.meta.neofleet.backend_options["tuning"])
+    first, second = runs
+    assert first["tasks"] > 0 and first["tuned_tasks"] > 0 and first["trials"] > 0
+    assert second["reused_tasks"] == second["tasks"] == first["tasks"]
+    assert second["trials"] == 0 and second["tuned_tasks"] == 0
+    assert any(db.iterdir())
