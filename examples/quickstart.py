@@ -111,14 +111,20 @@ def _latency(bundle_dir: Path, model_path: Path, x: np.ndarray) -> None:
         print(f"  {name:<30} {ms:8.4f} ms   ({ms / base:.2f}x onnxruntime)")
 
 
-def _interleaved(runners: dict[str, object], rounds: int = 7, per_round: int = 200
+def _interleaved(runners: dict[str, object], rounds: int = 8, per_round: int = 300
                  ) -> dict[str, float]:
+    """Median per-call ms over rounds; the order rotates each round and each block starts
+    after a pause, so neither runner always follows the other's busy thread pool."""
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for fn in runners.values():
         for _ in range(20):
             fn()  # type: ignore[operator]
-    for _ in range(rounds):
-        for name, fn in runners.items():
+    names = list(runners)
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = runners[name]
+            time.sleep(0.05)
             start = time.perf_counter()
             for _ in range(per_round):
                 fn()  # type: ignore[operator]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +19,12 @@ from neofleet.errors import NeofleetError
 
 def _progress(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _internal(exc: Exception) -> NeofleetError:
+    error = NeofleetError(f"unexpected {type(exc).__name__}: {exc}".splitlines()[0])
+    error.reason = "InternalError"
+    return error
 
 
 def _fail(exc: NeofleetError, as_json: bool) -> NoReturn:
@@ -70,6 +77,9 @@ def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple
         result = compile_model(request)
     except NeofleetError as exc:
         _fail(exc, as_json)
+    except Exception as exc:  # a bug: keep the traceback, still end with one reason line
+        traceback.print_exc()
+        _fail(_internal(exc), as_json)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=None))
     else:

@@ -194,3 +194,21 @@ def test_cli_inspect_names_the_tampered_file(tmp_path: Path) -> None:
     done = _cli("inspect", str(copy))
     assert "extra.so: present in the bundle but not in the manifest" in done.stderr
     assert _cli("inspect", str(bundle)).returncode == 0
+
+
+def test_cli_reports_an_unexpected_error_as_internal(tmp_path: Path) -> None:
+    """A bug still ends in JSON and one reason line (the compile pod's termination message)."""
+    script = ("import sys, neofleet.compiler.pipeline as p\n"
+              "def boom(request): raise KeyError('no such thing')\n"
+              "p.compile_model = boom\n"
+              "from neofleet.cli import main\n"
+              "sys.argv = ['neofleet'] + sys.argv[1:]\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script, "compile", str(EXAMPLE_ONNX),
+                           "--framework", "onnx", "--target", "native", "--output",
+                           str(tmp_path / "out"), "--json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["reason"] == "InternalError"
+    assert done.stderr.strip().splitlines()[-1] == (
+        "neofleet: InternalError: unexpected KeyError: 'no such thing'")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from neofleet.bundle import Bundle, write_bundle
-from neofleet.bundle.meta import CandidateReport, Verification
+from neofleet.bundle.meta import Benchmark, CandidateReport, Verification
 from neofleet.compiler.backends import BACKEND_NAMES, Artifact, BuildOptions, make_backend
 from neofleet.compiler.backends.base import Progress
 from neofleet.compiler.errors import BackendUnavailableError, CompileError, VerificationError
@@ -27,7 +27,7 @@ from neofleet.compiler.inputs import InputDecl
 from neofleet.compiler.metadata import compiled_meta
 from neofleet.compiler.select import CandidateOutcome, select_candidate
 from neofleet.compiler.targets import Target, get_target, host_arch, host_can_run, with_cores
-from neofleet.compiler.verify import Tolerance, benchmark_bundle, verify_bundle
+from neofleet.compiler.verify import Tolerance, benchmark_bundles, verify_bundle
 
 
 def default_tuning_db() -> Path:
@@ -146,56 +146,72 @@ def _check_verifiable(target: Target, runs_here: bool) -> None:
                                 "compile it on a host that has those features")
 
 
+@dataclass
+class _Candidate:
+    artifact: Artifact
+    bundle_dir: Path
+    verification: Verification
+
+
 def _build_candidates(
     source: SourceModel, target: Target, names: list[str], request: CompileRequest,
     work: Path, runs_here: bool,
 ) -> tuple[list[tuple[Artifact, CandidateOutcome]], list[CandidateReport]]:
+    """Build and verify every applicable backend, then time the verified ones."""
     options = BuildOptions(tuning_trials=request.tuning_trials, tuning_db_root=request.tuning_db,
                            host_can_run=runs_here, progress=request.progress)
-    built: list[tuple[Artifact, CandidateOutcome]] = []
-    reports: list[CandidateReport] = []
+    built: dict[str, _Candidate] = {}
+    errors: dict[str, str] = {}
+    skipped: list[CandidateReport] = []
     for name in names:
         backend = make_backend(name)
         reason = backend.not_applicable(source, target)
         if reason:
-            reports.append(CandidateReport(backend=name, status="not-applicable", message=reason))
+            skipped.append(CandidateReport(backend=name, status="not-applicable", message=reason))
             continue
-        artifact, outcome = _try_candidate(backend, source, target, request, work / name,
-                                           options)
-        reports.append(_report(outcome, artifact))
-        if artifact is not None:
-            built.append((artifact, outcome))
-    return built, reports
+        try:
+            built[name] = _build_and_verify(backend, source, target, request, work / name,
+                                            options)
+        except CompileError as exc:
+            request.progress(f"[{target.name}] {name}: {exc}")
+            errors[name] = str(exc)
+    benchmarks = _benchmark(built, source, target, work, request) if runs_here else {}
+    outcomes = [(c.artifact, CandidateOutcome(name, c.verification, benchmarks.get(name),
+                                              fully_tuned=_fully_tuned(c.artifact)))
+                for name, c in built.items()]
+    failed = [CandidateOutcome(name, None, None, error=message) for name, message in errors.items()]
+    reports = skipped + [_report(o, a) for a, o in outcomes] + [_report(o, None) for o in failed]
+    return outcomes, reports
 
 
-def _try_candidate(backend: Any, source: SourceModel, target: Target, request: CompileRequest,
-                   work: Path, options: BuildOptions
-                   ) -> tuple[Artifact | None, CandidateOutcome]:
+def _build_and_verify(backend: Any, source: SourceModel, target: Target,
+                      request: CompileRequest, work: Path, options: BuildOptions) -> _Candidate:
     progress = request.progress
-    try:
-        progress(f"[{target.name}] {backend.name}: building")
-        artifact = backend.build(source, target, _mkdir(work / "build"), options)
-        pending = Verification(passed=False, method="not-run", samples=0,
-                               rtol=request.tolerance.rtol, atol=request.tolerance.atol,
-                               message="pending")
-        meta = compiled_meta(source, target, artifact, pending, None, [], None, 0.0)
-        provisional = write_bundle(work / "bundle", files=artifact.files,
-                                   artifact=artifact.artifact, backend=artifact.backend,
-                                   meta=meta, graph=_graph(artifact, source))
-        how = "on this host" if options.host_can_run else "under qemu-aarch64"
-        progress(f"[{target.name}] {backend.name}: verifying {how}")
-        verification = verify_bundle(provisional.path, source, request.tolerance, work,
-                                     emulate=not options.host_can_run)
-        benchmark = None
-        if verification.passed and options.host_can_run:
-            progress(f"[{target.name}] {backend.name}: benchmarking")
-            benchmark = benchmark_bundle(provisional.path, source, work,
-                                         threads=target.num_cores or 1)
-        return artifact, CandidateOutcome(backend.name, verification, benchmark,
-                                          fully_tuned=_fully_tuned(artifact))
-    except CompileError as exc:
-        progress(f"[{target.name}] {backend.name}: {exc}")
-        return None, CandidateOutcome(backend.name, None, None, error=str(exc))
+    progress(f"[{target.name}] {backend.name}: building")
+    artifact = backend.build(source, target, _mkdir(work / "build"), options)
+    pending = Verification(passed=False, method="not-run", samples=0,
+                           rtol=request.tolerance.rtol, atol=request.tolerance.atol,
+                           message="pending")
+    meta = compiled_meta(source, target, artifact, pending, None, [], None, 0.0)
+    provisional = write_bundle(work / "bundle", files=artifact.files, artifact=artifact.artifact,
+                               backend=artifact.backend, meta=meta, graph=_graph(artifact, source))
+    how = "on this host" if options.host_can_run else "under qemu-aarch64"
+    progress(f"[{target.name}] {backend.name}: verifying {how}")
+    verification = verify_bundle(provisional.path, source, request.tolerance, work,
+                                 emulate=not options.host_can_run)
+    if not verification.passed:
+        progress(f"[{target.name}] {backend.name}: verification failed: {verification.message}")
+    return _Candidate(artifact, provisional.path, verification)
+
+
+def _benchmark(built: dict[str, _Candidate], source: SourceModel, target: Target, work: Path,
+               request: CompileRequest) -> dict[str, Benchmark]:
+    verified = {name: c.bundle_dir for name, c in built.items() if c.verification.passed}
+    if not verified:
+        return {}
+    request.progress(f"[{target.name}] benchmarking {', '.join(verified)} on this host "
+                     "(interleaved rounds)")
+    return benchmark_bundles(verified, source, work, threads=target.num_cores or 1)
 
 
 def _mkdir(path: Path) -> Path:

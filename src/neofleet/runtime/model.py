@@ -5,12 +5,13 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neofleet.bundle import Bundle, TensorSpec, open_bundle
+from neofleet.bundle import Bundle, open_bundle
 from neofleet.runtime.backends import ModelBackend, load_backend
 from neofleet.runtime.errors import IncompatibleBundleError, InputError
 
@@ -43,6 +44,8 @@ class DLRModel:
         _check_compatible(self._bundle, dev_type)
         self._inputs = list(self._bundle.meta.model.inputs)
         self._outputs = list(self._bundle.meta.model.outputs)
+        self._expected = [_Expected(s.name, np.dtype(s.dtype), tuple(s.shape))
+                          for s in self._inputs]
         self._backend: ModelBackend = load_backend(
             self._bundle, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads
         )
@@ -87,35 +90,44 @@ class DLRModel:
         return self._bundle.meta.model_dump(by_alias=True, mode="json")
 
     def _arrays_in_order(self, values: InputValue) -> list[np.ndarray]:
-        specs = self._inputs
+        expected = self._expected
         if isinstance(values, np.ndarray):
             values = [values]
         if isinstance(values, Mapping):
-            names = {s.name for s in specs}
-            unknown = sorted(set(values) - names)
-            missing = [s.name for s in specs if s.name not in values]
-            if unknown or missing:
+            if len(values) != len(expected) or any(e.name not in values for e in expected):
+                names = [e.name for e in expected]
+                unknown = sorted(set(values) - set(names))
+                missing = [n for n in names if n not in values]
                 raise InputError(f"inputs must be exactly {sorted(names)}; "
                                  f"unknown {unknown}, missing {missing}")
-            ordered = [values[s.name] for s in specs]
+            ordered = [values[e.name] for e in expected]
         else:
             ordered = list(values)
-            if len(ordered) != len(specs):
-                raise InputError(f"model takes {len(specs)} inputs, got {len(ordered)}")
-        return [_coerce(spec, value) for spec, value in zip(specs, ordered, strict=True)]
+            if len(ordered) != len(expected):
+                raise InputError(f"model takes {len(expected)} inputs, got {len(ordered)}")
+        return [e.coerce(value) for e, value in zip(expected, ordered, strict=True)]
 
 
-def _coerce(spec: TensorSpec, value: Any) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype != np.dtype(spec.dtype):
-        if not np.can_cast(array.dtype, spec.dtype, casting="same_kind") or array.dtype.kind == "O":
-            raise InputError(f"input {spec.name}: dtype {array.dtype} given, model expects "
-                             f"{spec.dtype}")
-        array = array.astype(spec.dtype)
-    if list(array.shape) != list(spec.shape):
-        raise InputError(f"input {spec.name}: shape {list(array.shape)} given, model expects "
-                         f"{list(spec.shape)}")
-    return np.ascontiguousarray(array)
+@dataclass(frozen=True)
+class _Expected:
+    """One input as the bundle declares it, ready for a cheap per-call check."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+    def coerce(self, value: Any) -> np.ndarray:
+        array = np.asarray(value)
+        if array.dtype != self.dtype:
+            if array.dtype.kind == "O" or not np.can_cast(array.dtype, self.dtype,
+                                                           casting="same_kind"):
+                raise InputError(f"input {self.name}: dtype {array.dtype} given, model expects "
+                                 f"{self.dtype}")
+            array = array.astype(self.dtype)
+        if array.shape != self.shape:
+            raise InputError(f"input {self.name}: shape {list(array.shape)} given, model "
+                             f"expects {list(self.shape)}")
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def _check_compatible(bundle: Bundle, dev_type: str) -> None:
