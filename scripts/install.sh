@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu g++-aarch64-linux-gnu docker-registry
-              g++ python3-venv zstd ca-certificates)
+              prometheus g++ python3-venv zstd ca-certificates)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

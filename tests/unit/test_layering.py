@@ -47,3 +47,14 @@ def test_importing_neofleet_and_the_cli_is_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == ""
+
+
+def test_runtime_extra_installs_no_compiler() -> None:
+    import re
+    import tomllib
+
+    doc = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
+    runtime = doc["project"]["optional-dependencies"]["runtime"]
+    names = {re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower() for req in runtime}
+    assert not names & {"apache-tvm", "torch", "onnx", "onnxscript", "xgboost", "psutil"}
+    assert {"apache-tvm-ffi", "onnxruntime"} <= names

@@ -110,3 +110,11 @@ def test_aligned_copies_only_when_needed() -> None:
     out = aligned(odd)
     assert out.ctypes.data % 64 == 0
     np.testing.assert_array_equal(out, np.arange(8, dtype=np.float32))
+
+
+def test_dlr_alias_module(bundle_dir: Path) -> None:
+    import neofleet.dlr as dlr
+
+    assert dlr.DLRModel is DLRModel
+    model = dlr.DLRModel(str(bundle_dir), "cpu")
+    assert model.get_version() and model.get_input_dtypes() == ["float32"]

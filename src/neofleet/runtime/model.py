@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ class DLRModel:
     """Load ``model_path`` (a bundle directory) for ``dev_type`` ("cpu" or "gpu").
 
     Every file's digest is checked before the backend loads anything. ``run`` is safe to
-    call from several threads.
+    call from many threads at once and runs them in parallel (ONNX Runtime sessions are
+    thread-safe; the TVM backend gives each thread its own VM).
     """
 
     def __init__(
@@ -49,16 +49,13 @@ class DLRModel:
         self._backend: ModelBackend = load_backend(
             self._bundle, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads
         )
-        self._lock = threading.Lock()
 
     @property
     def bundle(self) -> Bundle:
         return self._bundle
 
     def run(self, input_values: InputValue) -> list[np.ndarray]:
-        arrays = self._arrays_in_order(input_values)
-        with self._lock:
-            return self._backend.run(arrays)
+        return self._backend.run(self._arrays_in_order(input_values))
 
     def get_input_names(self) -> list[str]:
         return [t.name for t in self._inputs]

@@ -3,7 +3,9 @@
 Imports the model (``from_exported_program`` for PyTorch, ``from_onnx`` on the prepared,
 static-shaped ONNX otherwise), optionally applies MetaSchedule tuning records from a
 database kept per target (``tvm_tuning``), compiles with the fusing default pipeline and
-exports a shared library, cross-linked with ``aarch64-linux-gnu-g++`` for aarch64.
+exports a shared library, cross-linked with ``aarch64-linux-gnu-g++`` for aarch64. The
+bundle also carries the ``libtvm_runtime.so`` of the same TVM release for the target's
+architecture, so the runtime needs no TVM installation and can never mix versions.
 Tuning needs to time kernels, so it runs only when the host can run the target; other
 targets reuse records already in their database.
 """
@@ -18,9 +20,10 @@ from typing import Any
 from neofleet.compiler.backends.base import Artifact, BuildOptions
 from neofleet.compiler.errors import BackendBuildError, BackendUnavailableError, ToolchainError
 from neofleet.compiler.ingest.source import SourceModel
-from neofleet.compiler.targets import Target
+from neofleet.compiler.targets import Target, host_arch
 
 ARTIFACT = "compiled.so"
+RUNTIME_LIBRARY = "libtvm_runtime.so"
 
 
 class TvmBackend:
@@ -50,8 +53,11 @@ class TvmBackend:
         dest = workdir / ARTIFACT
         _export(tvm, executable, dest, target, options)
         return Artifact(
-            backend=self.name, files={ARTIFACT: dest}, artifact=ARTIFACT,
-            options={"tvm_target": target.tvm_target(), "tuning": tuning},
+            backend=self.name,
+            files={ARTIFACT: dest, RUNTIME_LIBRARY: _runtime_library(tvm, target, options)},
+            artifact=ARTIFACT,
+            options={"tvm_target": target.tvm_target(), "tuning": tuning,
+                     "runtime_library": RUNTIME_LIBRARY},
             versions=_versions(tvm), graph=_graph_summary(executable, source),
             build_seconds=time.perf_counter() - start)
 
@@ -120,6 +126,24 @@ def _export(tvm: Any, executable: Any, dest: Path, target: Target,
         executable.export_library(str(dest), **kwargs)
     except Exception as exc:
         raise BackendBuildError(f"export_library failed: {_first_line(exc)}") from exc
+
+
+def _runtime_library(tvm: Any, target: Target, options: BuildOptions) -> Path:
+    """The libtvm_runtime.so of this TVM build, for the target's architecture.
+
+    Native: the one inside the installed apache-tvm wheel. aarch64: the one from the
+    aarch64 wheel of the same release, kept by scripts/setup-aarch64-python.sh.
+    """
+    if options.host_can_run or target.arch == host_arch():
+        path = Path(tvm.__file__).parent / "lib" / RUNTIME_LIBRARY
+    else:
+        from neofleet.compiler.emulation import aarch64_python_home
+
+        path = aarch64_python_home() / "lib" / RUNTIME_LIBRARY
+    if not path.is_file():
+        raise ToolchainError(f"no {target.arch} {RUNTIME_LIBRARY} at {path}: "
+                             "run scripts/setup-aarch64-python.sh")
+    return path
 
 
 def _versions(tvm: Any) -> dict[str, str]:

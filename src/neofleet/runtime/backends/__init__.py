@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from neofleet.bundle import Bundle
 from neofleet.runtime.errors import IncompatibleBundleError
 
+if TYPE_CHECKING:
+    from neofleet.runtime.backends.tvm import TvmRequirements
+
 
 class ModelBackend(Protocol):
+    """A loaded model; ``run`` must be safe to call from many threads at once."""
+
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def tvm_requirements(bundle: Bundle) -> TvmRequirements:
+    """The runtime library the bundle carries (verified by open_bundle) and tvm-ffi version."""
+    from neofleet.runtime.backends.tvm import TvmRequirements
+
+    name = bundle.meta.neofleet.backend_options.get("runtime_library")
+    if name is not None and name not in bundle.manifest.files:
+        raise IncompatibleBundleError(f"runtime_library {name!r} is not listed in the manifest")
+    entry = bundle.manifest.files[name] if name else None
+    return TvmRequirements(runtime_library=bundle.path / name if name else None,
+                           runtime_sha256=entry.sha256 if entry else None,
+                           tvm_ffi_version=bundle.meta.neofleet.compiler.get("tvm_ffi"))
 
 
 def load_backend(
@@ -21,8 +39,8 @@ def load_backend(
     if name == "tvm":
         from neofleet.runtime.backends.tvm import TvmBackend
 
-        return TvmBackend(bundle.artifact_path, dev_type=dev_type, dev_id=dev_id,
-                          num_threads=num_threads)
+        return TvmBackend(bundle.artifact_path, tvm_requirements(bundle), dev_type=dev_type,
+                          dev_id=dev_id, num_threads=num_threads)
     if name == "onnxruntime":
         from neofleet.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
