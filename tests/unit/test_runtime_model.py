@@ -118,3 +118,24 @@ def test_dlr_alias_module(bundle_dir: Path) -> None:
     assert dlr.DLRModel is DLRModel
     model = dlr.DLRModel(str(bundle_dir), "cpu")
     assert model.get_version() and model.get_input_dtypes() == ["float32"]
+
+
+def test_model_loads_from_a_verified_private_copy(bundle_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = DLRModel(bundle_dir, "cpu")
+    shutil.rmtree(bundle_dir)  # nothing is read from the bundle after loading
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(model.run(x)[0], x @ W, rtol=1e-6)
+    assert model.bundle.path == bundle_dir
+
+
+def test_symlinked_file_in_a_bundle_is_refused(tmp_path: Path) -> None:
+    from neofleet.bundle import UnexpectedFileError
+
+    bundle = make_bundle(tmp_path / "b", artifact_bytes=matmul_onnx_bytes())
+    target = tmp_path / "elsewhere.onnx"
+    (bundle.path / "compiled.onnx").rename(target)
+    (bundle.path / "compiled.onnx").symlink_to(target)
+    with pytest.raises(UnexpectedFileError, match="compiled.onnx"):
+        DLRModel(bundle.path, "cpu")

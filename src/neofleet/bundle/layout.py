@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neofleet.bundle.errors import MissingFileError
+from neofleet.bundle.errors import MissingFileError, UnexpectedFileError
 from neofleet.bundle.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -53,6 +53,22 @@ def open_bundle(path: Path | str) -> Bundle:
         raise MissingFileError(META_NAME, "not listed in the manifest")
     meta = CompiledMeta.from_bytes((directory / META_NAME).read_bytes())
     return Bundle(path=directory, manifest=manifest, meta=meta)
+
+
+def snapshot_bundle(source: Path | str, private_dir: Path) -> Bundle:
+    """Copy a bundle into ``private_dir`` (which only this process may write) and verify the
+    copy, so what is loaded afterwards is exactly what was verified: nothing can swap a
+    file between the check and the load. Symlinks and non-regular entries are refused."""
+    src = Path(source)
+    if not src.is_dir():
+        raise MissingFileError(str(src), "not a bundle directory")
+    private_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        check_file_name(entry.name)
+        if entry.is_symlink() or not entry.is_file():
+            raise UnexpectedFileError(entry.name, "bundles hold regular files only")
+        shutil.copyfile(entry, private_dir / entry.name, follow_symlinks=False)
+    return open_bundle(private_dir)
 
 
 def write_bundle(

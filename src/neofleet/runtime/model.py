@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from neofleet.bundle import Bundle, open_bundle
+from neofleet.bundle import Bundle
+from neofleet.bundle.layout import snapshot_bundle
 from neofleet.runtime.backends import ModelBackend, load_backend
 from neofleet.runtime.errors import IncompatibleBundleError, InputError
 
@@ -27,7 +29,9 @@ def host_arch() -> str:
 class DLRModel:
     """Load ``model_path`` (a bundle directory) for ``dev_type`` ("cpu" or "gpu").
 
-    Every file's digest is checked before the backend loads anything. ``run`` is safe to
+    The bundle is copied into a private folder, every file's digest is checked on that
+    copy, and the backend loads from it (then the copy is deleted): nothing can change a
+    file between the check and the load. ``run`` is safe to
     call from many threads at once and runs them in parallel (ONNX Runtime sessions are
     thread-safe; the TVM backend gives each thread its own VM).
     """
@@ -40,15 +44,17 @@ class DLRModel:
         *,
         num_threads: int | None = None,
     ) -> None:
-        self._bundle: Bundle = open_bundle(model_path)
-        _check_compatible(self._bundle, dev_type)
+        with tempfile.TemporaryDirectory(prefix="neofleet-load-") as private:
+            loaded = snapshot_bundle(model_path, Path(private) / "bundle")
+            _check_compatible(loaded, dev_type)
+            self._backend: ModelBackend = load_backend(
+                loaded, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads)
+        # the private copy is gone; mapped libraries and loaded sessions stay
+        self._bundle = Bundle(path=Path(model_path), manifest=loaded.manifest, meta=loaded.meta)
         self._inputs = list(self._bundle.meta.model.inputs)
         self._outputs = list(self._bundle.meta.model.outputs)
         self._expected = [_Expected(s.name, np.dtype(s.dtype), tuple(s.shape))
                           for s in self._inputs]
-        self._backend: ModelBackend = load_backend(
-            self._bundle, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads
-        )
 
     @property
     def bundle(self) -> Bundle:
