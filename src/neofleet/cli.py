@@ -1,4 +1,4 @@
-"""The ``neofleet`` command line: compile | inspect | push | pull | targets.
+"""The ``neofleet`` command line: compile | inspect | push | pull | serve | targets.
 
 Progress goes to stderr; ``--json`` puts a machine-readable result on stdout (a compile
 pod's termination message uses it). Failures exit non-zero with a one-line reason.
@@ -179,6 +179,55 @@ def pull(reference: str, dest: Path, as_json: bool) -> None:
         click.echo(json.dumps({"ok": True, "path": str(bundle.path), "digest": bundle.digest}))
     else:
         click.echo(f"{bundle.path}  {bundle.digest}")
+
+
+@main.command()
+@click.argument("source", metavar="BUNDLE_DIR|oci://HOST/REPO@sha256:…")
+@click.option("--name", help="Model name in the URLs and metrics [env NEOFLEET_MODEL_NAME; "
+                             "default: the source model's file name, else the folder's name].")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Worker threads running the model, also the backend's threads "
+                   "[default: min(4, CPUs), backend's own thread count].")
+@click.option("--max-batch", type=click.IntRange(min=1),
+              help="Dynamic batching: up to this many rows per run (at most the bundle's "
+                   "batch size, dim 0 of its inputs).")
+@click.option("--batch-timeout-ms", type=click.FloatRange(min=0),
+              help="How long a batch waits for more requests [5].")
+@click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Inference requests in flight; more are answered 503.")
+@click.option("--max-body-bytes", default=64 << 20, show_default=True,
+              type=click.IntRange(min=1), help="Larger request bodies are answered 413.")
+@click.option("--revision", help="Revision label and model version [env NEOFLEET_REVISION; "
+                                 "default: 12 hex digits of the bundle digest].")
+@click.option("--pool", help="Pool label [env NEOFLEET_POOL; default: default].")
+@click.option("--target", help="Target label [env NEOFLEET_TARGET; default: the bundle's "
+                               "Requirements.TargetDevice].")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Where oci:// bundles are pulled to [$NEOFLEET_CACHE/bundles or "
+                   "~/.cache/neofleet/bundles].")
+@click.option("--drain-seconds", default=10, show_default=True, type=click.IntRange(min=0),
+              help="On SIGTERM, how long requests in flight may take to finish.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(source: str, name: str | None, host: str, port: int, threads: int | None,
+          max_batch: int | None, batch_timeout_ms: float | None, max_queue: int,
+          max_body_bytes: int, revision: str | None, pool: str | None, target: str | None,
+          cache_dir: Path | None, drain_seconds: int, log_level: str) -> None:
+    """Serve a bundle over the Open Inference Protocol v2 (REST) with /metrics."""
+    from neofleet.runtime.server.run import serve as run_server
+    from neofleet.runtime.server.settings import ServeOptions
+
+    options = ServeOptions(
+        source=source, name=name, host=host, port=port, threads=threads, max_batch=max_batch,
+        batch_timeout_ms=batch_timeout_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
+        revision=revision, pool=pool, target=target, cache_dir=cache_dir,
+        drain_seconds=drain_seconds, log_level=log_level)
+    try:
+        run_server(options)
+    except NeofleetError as exc:
+        _fail(exc, False)
 
 
 @main.command()

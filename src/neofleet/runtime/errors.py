@@ -29,3 +29,37 @@ class BackendUnavailableError(RuntimeModelError):
 
 class InputError(RuntimeModelError):
     reason = "InvalidInput"
+
+
+# Errors of the inference server (neofleet.runtime.server), all under RuntimeModelError:
+#   ProtocolError         the request does not follow the Open Inference Protocol
+#   PayloadTooLargeError  the body is over --max-body-bytes
+#   ModelNotFoundError    no model (or version) of that name is served here
+#   OverloadedError       --max-queue requests are already in flight
+#   NotReadyError         the model is still loading, or the server is shutting down
+#   ServerConfigError     the serve options do not fit the bundle (refused at start)
+# neofleet.runtime.server.status maps each to its HTTP status in one table.
+
+
+class ProtocolError(RuntimeModelError):
+    reason = "InvalidRequest"
+
+
+class PayloadTooLargeError(RuntimeModelError):
+    reason = "PayloadTooLarge"
+
+
+class ModelNotFoundError(RuntimeModelError):
+    reason = "ModelNotFound"
+
+
+class OverloadedError(RuntimeModelError):
+    reason = "Overloaded"
+
+
+class NotReadyError(RuntimeModelError):
+    reason = "NotReady"
+
+
+class ServerConfigError(RuntimeModelError):
+    reason = "InvalidServerConfig"
