@@ -4,7 +4,16 @@
     └── RuntimeModelError
         ├── IncompatibleBundleError   the bundle was built for another arch or device
         ├── BackendUnavailableError   the backend's library is not installed here
-        └── InputError                wrong input name, count, shape or dtype
+        ├── InputError                wrong input name, count, shape or dtype
+        │   (raised by the inference server, neofleet.runtime.server:)
+        ├── ProtocolError             the request does not follow the Open Inference Protocol
+        ├── PayloadTooLargeError      the body is over --max-body-bytes
+        ├── ModelNotFoundError        no model (or version) of that name is served here
+        ├── OverloadedError           --max-queue requests are already in flight
+        ├── NotReadyError             still loading, or shutting down
+        └── ServerConfigError         the serve options do not fit the bundle
+
+``neofleet.runtime.server.status`` maps each to its HTTP status in one table.
 
 A bundle that fails verification raises ``neofleet.bundle.BundleError`` before any of
 these: nothing is loaded from an unverified bundle.
@@ -29,16 +38,6 @@ class BackendUnavailableError(RuntimeModelError):
 
 class InputError(RuntimeModelError):
     reason = "InvalidInput"
-
-
-# Errors of the inference server (neofleet.runtime.server), all under RuntimeModelError:
-#   ProtocolError         the request does not follow the Open Inference Protocol
-#   PayloadTooLargeError  the body is over --max-body-bytes
-#   ModelNotFoundError    no model (or version) of that name is served here
-#   OverloadedError       --max-queue requests are already in flight
-#   NotReadyError         the model is still loading, or the server is shutting down
-#   ServerConfigError     the serve options do not fit the bundle (refused at start)
-# neofleet.runtime.server.status maps each to its HTTP status in one table.
 
 
 class ProtocolError(RuntimeModelError):
