@@ -17,9 +17,7 @@ test). See benchmarks/README.md for the columns.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import io
 import json
 import os
 import statistics
@@ -28,17 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from models import BenchCase, cases
+from models import INPUT_NAME, BenchCase, cases, cpu_model, export_onnx, workdir
 
 THREADS = 2
 WARN_RATIO = 1.10
-INPUT_NAME = "x"
 RUNNERS = ("bundle", "onnxruntime", "torch")
 
 Runner = Callable[[], Any]
@@ -122,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     timing = Timing(rounds=3, round_s=0.1, warmup_s=0.1) if args.quick else Timing()
     _log(f"threads={THREADS} cpu_count={os.cpu_count()} tuning_trials={args.tuning_trials} "
          f"tuning_db={args.tuning_db or 'default'}")
-    with _workdir(args.work) as work:
+    with workdir(args.work, "neofleet-bench-") as work:
         rows = [bench_case(case, work / case.key, args, timing) for case in cases(names)]
-    print(f"host: {_cpu_model()}, {os.cpu_count()} CPUs, {THREADS} threads per runner, "
+    print(f"host: {cpu_model()}, {os.cpu_count()} CPUs, {THREADS} threads per runner, "
           f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     print(format_table(rows))
     print(format_candidates(rows))
@@ -135,22 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _workdir(work: Path | None) -> Iterator[Path]:
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-        yield work.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="neofleet-bench-") as tmp:
-        yield Path(tmp)
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _log(message: str) -> None:
@@ -187,14 +170,6 @@ def bench_case(case: BenchCase, work: Path, args: argparse.Namespace, timing: Ti
                max_abs_diff_vs_onnxruntime=diffs)
 
 
-def export_onnx(module: Any, inputs: tuple[Any, ...], path: Path) -> Path:
-    import torch
-
-    program = torch.export.export(module, inputs)
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(program, inputs, str(path), dynamo=True, input_names=[INPUT_NAME],
-                          external_data=False)
-    return path
 
 
 def _candidate_ms(outcome: CompileOutcome, backend: str) -> float | None:

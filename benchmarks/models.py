@@ -12,8 +12,13 @@ convolutions is not a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -175,3 +180,37 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+
+# -- shared by the benchmark scripts ------------------------------------------------------
+
+INPUT_NAME = "x"
+
+
+def export_onnx(module: Any, inputs: tuple[Any, ...], path: Path) -> Path:
+    """torch.export the module, then torch.onnx.export the program (dynamo exporter)."""
+    program = torch.export.export(module, inputs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(program, inputs, str(path), dynamo=True, input_names=[INPUT_NAME],
+                          external_data=False)
+    return path
+
+
+@contextlib.contextmanager
+def workdir(work: Path | None, prefix: str) -> Iterator[Path]:
+    """``work`` (created, kept) or a temporary folder removed afterwards."""
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        yield work.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+

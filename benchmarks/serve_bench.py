@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 KSERVE_PYTHON = HERE / ".venv-kserve" / "bin" / "python"
 THREADS = 2
-INPUT_NAME = "x"
+INPUT_NAME = "x"  # the name models.export_onnx gives the input
 CONCURRENCY = (1, 2, 4, 8)
 QUICK_CONCURRENCY = (1, 4)
 SOAK_CONCURRENCY = 8
@@ -170,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         return kserve_server_main(*args.kserve_server)
     names = ["mlp"] if args.quick else [n.strip() for n in args.models.split(",") if n.strip()]
     _stop_on_signals()
+    from models import workdir  # lazily: models imports torch
+
     try:
         check_prerequisites()
-        with _workdir(args.work) as work:
+        with workdir(args.work, "neofleet-serve-bench-") as work:
             if args.soak:
                 soaks = [soak_model(name, work / name, args.soak, args.binary)
                          for name in names]
@@ -214,14 +216,6 @@ def check_prerequisites() -> None:
         raise BenchError(f"`neofleet serve` is not available: {probe.stderr.strip()[-300:]}")
 
 
-@contextlib.contextmanager
-def _workdir(work: Path | None) -> Iterator[Path]:
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-        yield work.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="neofleet-serve-bench-") as tmp:
-        yield Path(tmp)
 
 
 def _write_json(path: Path | None, doc: dict[str, Any]) -> None:
@@ -265,7 +259,7 @@ def prepare_model(name: str, work: Path, binary: bool = False) -> Prepared:
     work.mkdir(parents=True, exist_ok=True)
     module, inputs = builders[name]()
     x = quantize_input(inputs[0].numpy())
-    onnx_path = export_onnx(module, inputs, work / "model.onnx")
+    onnx_path = models.export_onnx(module, inputs, work / "model.onnx")
     bundle, backend = compile_bundle(onnx_path, x.shape, work / "out")
     body = work / ("request.bin" if binary else "request.json")
     content, headers = oip_request(INPUT_NAME, x, binary)
@@ -294,16 +288,6 @@ def oip_request(name: str, x: np.ndarray, binary: bool = False) -> tuple[bytes, 
                         "Inference-Header-Content-Length": str(len(head))}
 
 
-def export_onnx(module: Any, inputs: tuple[Any, ...], path: Path) -> Path:
-    import io
-
-    import torch
-
-    program = torch.export.export(module, inputs)
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(program, inputs, str(path), dynamo=True, input_names=[INPUT_NAME],
-                          external_data=False)
-    return path
 
 
 def compile_bundle(onnx_path: Path, shape: tuple[int, ...], out: Path) -> tuple[Path, str]:
@@ -921,7 +905,9 @@ def target_misses(report: ModelReport) -> list[str]:
 
 
 def print_results(reports: list[ModelReport]) -> None:
-    print(f"host: {_cpu_model()}, {os.cpu_count()} CPUs; servers use {THREADS} threads; "
+    from models import cpu_model
+
+    print(f"host: {cpu_model()}, {os.cpu_count()} CPUs; servers use {THREADS} threads; "
           f"load generator wrk -t1; kserve {_kserve_version()}; load average "
           f"{os.getloadavg()[0]:.2f} (1 min) at the end")
     print("bundles and requests: " + "; ".join(f"{r.model} {r.backend} bundle, request "
@@ -935,12 +921,6 @@ def print_results(reports: list[ModelReport]) -> None:
             print(line)
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _kserve_version() -> str:
