@@ -42,7 +42,9 @@ def main() -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--framework", required=True, type=click.Choice(["onnx", "pytorch", "tflite"]))
+@click.option("--framework", required=True,
+              type=click.Choice(["onnx", "pytorch", "tflite", "xgboost", "lightgbm", "sklearn",
+                                 "treelite"]))
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224[:DTYPE]",
               help="Declare an input (repeat for several).")
 @click.option("--target", "targets", multiple=True, required=True,
@@ -50,7 +52,7 @@ def main() -> None:
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="Bundles are written to OUTPUT/<target>/.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tvm", "onnxruntime"]))
+              type=click.Choice(["auto", "tvm", "onnxruntime", "tl2cgen"]))
 @click.option("--tuning-trials", default=0, show_default=True, type=click.IntRange(min=0),
               help="MetaSchedule trial budget for TVM (host-runnable targets).")
 @click.option("--tuning-db", type=click.Path(path_type=Path),
@@ -59,10 +61,16 @@ def main() -> None:
 @click.option("--rtol", default=1e-3, show_default=True, type=float)
 @click.option("--atol", default=1e-4, show_default=True, type=float)
 @click.option("--samples", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--sample-data", type=click.Path(path_type=Path),
+              help="Tree models: a .npy of typical rows (rows x features) for branch "
+                   "annotation and verification.")
+@click.option("--toolchain-timeout", default=900.0, show_default=True,
+              type=click.FloatRange(min=1), help="Seconds each C compiler run may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple[str, ...],
             output: Path, backend: str, tuning_trials: int, tuning_db: Path | None,
-            rtol: float, atol: float, samples: int, as_json: bool) -> None:
+            rtol: float, atol: float, samples: int, sample_data: Path | None,
+            toolchain_timeout: float, as_json: bool) -> None:
     """Compile MODEL into one verified bundle per target."""
     from neofleet.compiler.inputs import parse_input_decl
     from neofleet.compiler.pipeline import CompileRequest, compile_model, default_tuning_db
@@ -73,7 +81,8 @@ def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple
             model=model, framework=framework, inputs=[parse_input_decl(i) for i in inputs],
             targets=list(targets), output=output, backend=backend, tuning_trials=tuning_trials,
             tuning_db=tuning_db or default_tuning_db(),
-            tolerance=Tolerance(rtol=rtol, atol=atol, samples=samples), progress=_progress)
+            tolerance=Tolerance(rtol=rtol, atol=atol, samples=samples), sample_data=sample_data,
+            toolchain_timeout_s=toolchain_timeout, progress=_progress)
         result = compile_model(request)
     except NeofleetError as exc:
         _fail(exc, as_json)

@@ -127,6 +127,7 @@ def emulated_probe(
     warmup: int = 0,
     repeat: int = 0,
     budget_s: float = 0.0,
+    extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the bundle on ``inputs_npz`` under qemu, write ``outputs_npz``, return the report.
 
@@ -140,6 +141,7 @@ def emulated_probe(
                   "--repeat", str(repeat), "--threads", "1"]
     if budget_s > 0:
         probe_args += ["--budget-s", str(budget_s)]
+    probe_args += extra_args or []
     with contextlib.ExitStack() as stack:
         package_root = _staged_package(stack, emulator.home)
         command = [str(emulator.qemu), "-L", str(emulator.sysroot), str(emulator.python),

@@ -46,6 +46,6 @@ def compiled_meta(
             compiler={"neofleet": __version__, **artifact.versions},
             framework=source.framework,
             source={"sha256": source.sha256, "filename": source.path.name,
-                    "reference": source.reference_name},
+                    "reference": source.reference_name, **source.source_library},
             verification=verification, benchmark=benchmark, candidates=list(candidates),
             selection=selection))

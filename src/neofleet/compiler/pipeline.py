@@ -25,9 +25,14 @@ from neofleet.compiler.errors import BackendUnavailableError, CompileError, Veri
 from neofleet.compiler.ingest import SourceModel, load_model
 from neofleet.compiler.inputs import InputDecl
 from neofleet.compiler.metadata import compiled_meta
-from neofleet.compiler.select import CandidateOutcome, select_candidate
+from neofleet.compiler.select import CandidateOutcome, crossover_rows, select_candidate
 from neofleet.compiler.targets import Target, get_target, host_arch, host_can_run, with_cores
-from neofleet.compiler.verify import Tolerance, benchmark_bundles, verify_bundle
+from neofleet.compiler.verify import (
+    Tolerance,
+    benchmark_bundles,
+    time_variants,
+    verify_bundle,
+)
 
 
 def default_tuning_db() -> Path:
@@ -46,6 +51,8 @@ class CompileRequest:
     tuning_trials: int = 0
     tuning_db: Path | None = field(default_factory=default_tuning_db)
     tolerance: Tolerance = field(default_factory=Tolerance)
+    sample_data: Path | None = None
+    toolchain_timeout_s: float = 900.0
     progress: Progress = field(default=lambda _: None)
 
 
@@ -91,7 +98,8 @@ def compile_model(request: CompileRequest) -> CompileResult:
     with tempfile.TemporaryDirectory(prefix="neofleet-compile-") as tmp:
         work = Path(tmp)
         request.progress(f"loading {request.model.name} ({request.framework})")
-        source = load_model(request.model, request.framework, request.inputs, work / "source")
+        source = load_model(request.model, request.framework, request.inputs, work / "source",
+                            sample_data=request.sample_data)
         results = [_compile_target(source, target, request, work / target.name)
                    for target in targets]
     return CompileResult(framework=source.framework, model_sha256=source.sha256, targets=results)
@@ -159,7 +167,8 @@ def _build_candidates(
 ) -> tuple[list[tuple[Artifact, CandidateOutcome]], list[CandidateReport]]:
     """Build and verify every applicable backend, then time the verified ones."""
     options = BuildOptions(tuning_trials=request.tuning_trials, tuning_db_root=request.tuning_db,
-                           host_can_run=runs_here, progress=request.progress)
+                           host_can_run=runs_here, progress=request.progress,
+                           toolchain_timeout_s=request.toolchain_timeout_s)
     built: dict[str, _Candidate] = {}
     errors: dict[str, str] = {}
     skipped: list[CandidateReport] = []
@@ -196,12 +205,28 @@ def _build_and_verify(backend: Any, source: SourceModel, target: Target,
     provisional = write_bundle(work / "bundle", files=artifact.files, artifact=artifact.artifact,
                                backend=artifact.backend, meta=meta, graph=_graph(artifact, source))
     how = "on this host" if options.host_can_run else "under qemu-aarch64"
-    progress(f"[{target.name}] {backend.name}: verifying {how}")
+    variants: list[str | None] = list(artifact.options.get("variants") or [None])
+    progress(f"[{target.name}] {backend.name}: verifying {how}"
+             + (f" ({', '.join(map(str, variants))} paths)" if len(variants) > 1 else ""))
     verification = verify_bundle(provisional.path, source, request.tolerance, work,
-                                 emulate=not options.host_can_run)
+                                 emulate=not options.host_can_run, variants=variants)
     if not verification.passed:
         progress(f"[{target.name}] {backend.name}: verification failed: {verification.message}")
+    elif len(variants) > 1 and options.host_can_run:
+        _measure_crossover(artifact, provisional.path, source, target, work, progress)
     return _Candidate(artifact, provisional.path, verification)
+
+
+def _measure_crossover(artifact: Artifact, bundle_dir: Path, source: SourceModel,
+                       target: Target, work: Path, progress: Progress) -> None:
+    """Time each path over row counts and record from how many rows the second wins."""
+    progress(f"[{target.name}] {artifact.backend}: timing the "
+             f"{' and '.join(artifact.options['variants'])} paths over batch sizes")
+    timings = time_variants(bundle_dir, artifact.options["variants"], source, work,
+                            threads=target.num_cores or 1)
+    rows, reason = crossover_rows(timings)
+    artifact.options.update(crossover_rows=rows, crossover=reason, path_timings_ms=timings)
+    progress(f"[{target.name}] {artifact.backend}: {reason}")
 
 
 def _benchmark(built: dict[str, _Candidate], source: SourceModel, target: Target, work: Path,

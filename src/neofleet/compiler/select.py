@@ -69,3 +69,19 @@ def _preferred(verified: list[CandidateOutcome]) -> tuple[CandidateOutcome, Sele
             return outcome, Selection(rule=rule, reason="host cannot time this target; "
                                       "onnxruntime preferred over untuned tvm kernels")
     return verified[0], Selection(rule=rule, reason=f"only {verified[0].backend} verified")
+
+
+def crossover_rows(timings: dict[str, dict[str, float]]) -> tuple[int | None, str]:
+    """From how many rows the ``forest`` path beats the ``rows`` path, given median
+    milliseconds per row count for each: the smallest measured count from which the forest
+    path is at least as fast at every larger count. ``None`` when it never is (the rows
+    path is then used for every batch)."""
+    rows, forest = timings.get("rows", {}), timings.get("forest", {})
+    counts = sorted(int(n) for n in rows if n in forest)
+    if not counts:
+        return None, "no timings: rows path for every batch"
+    table = ", ".join(f"{n}: {rows[str(n)]:.3f}/{forest[str(n)]:.3f}" for n in counts)
+    for i, n in enumerate(counts):
+        if all(forest[str(m)] <= rows[str(m)] for m in counts[i:]):
+            return n, f"forest path from {n} rows (rows/forest ms by batch: {table})"
+    return None, f"rows path for every batch (rows/forest ms by batch: {table})"

@@ -35,7 +35,7 @@ class Target:
     cuda_version: str | None = None
     trt_version: str | None = None
     cross_toolchain: str | None = None
-    backends: tuple[str, ...] = ("onnxruntime", "tvm")
+    backends: tuple[str, ...] = ("onnxruntime", "tvm", "tl2cgen")
     buildable: bool = True
     num_cores: int | None = field(default=None, compare=False)
 

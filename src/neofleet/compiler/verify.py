@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,12 @@ def compare_outputs(expected: list[np.ndarray], actual: list[np.ndarray],
         if want.shape != got.shape:
             return Comparison(False, float("inf"), float("inf"),
                               f"output {i}: shape {got.shape}, reference {want.shape}")
+        if want.dtype.kind in "iub" and not np.array_equal(got, want):
+            wrong = int(np.count_nonzero(got != want))
+            return Comparison(False, float("inf"), float("inf"),
+                              f"output {i}: {wrong} of {want.size} values differ from the "
+                              "reference (integer outputs, e.g. class labels, must match "
+                              "exactly)")
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         if diff.size:
             if np.isnan(diff).any() and not np.array_equal(np.isnan(got), np.isnan(want)):
@@ -71,15 +77,17 @@ def compare_outputs(expected: list[np.ndarray], actual: list[np.ndarray],
 
 def run_probe(bundle_dir: Path, inputs: Path, outputs: Path, *, emulate: bool,
               warmup: int = 0, repeat: int = 0, budget_s: float = 0.0,
-              threads: int | None = None, timeout_s: float = 900) -> dict[str, Any]:
+              threads: int | None = None, timeout_s: float = 900,
+              extra_args: list[str] | None = None) -> dict[str, Any]:
     if emulate:
         from neofleet.compiler.emulation import emulated_probe
 
         return emulated_probe(bundle_dir, inputs, outputs, timeout_s=timeout_s,
-                              warmup=warmup, repeat=repeat)
+                              warmup=warmup, repeat=repeat, extra_args=extra_args)
     command = [sys.executable, "-m", "neofleet.runtime.probe", str(bundle_dir),
                "--inputs", str(inputs), "--outputs", str(outputs),
-               "--warmup", str(warmup), "--repeat", str(repeat), "--budget-s", str(budget_s)]
+               "--warmup", str(warmup), "--repeat", str(repeat), "--budget-s", str(budget_s),
+               *(extra_args or [])]
     if threads:
         command += ["--threads", str(threads)]
     return _run_child(command, timeout_s)
@@ -108,15 +116,32 @@ def _tail(text: str) -> str:
 
 
 def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
-                  *, emulate: bool) -> Verification:
-    """Run ``tol.samples`` seeded samples and compare with the reference."""
+                  *, emulate: bool, variants: Sequence[str | None] = (None,)) -> Verification:
+    """Run ``tol.samples`` seeded samples through every variant of the bundle (a tree
+    bundle's rows and forest paths) and compare each with the reference."""
+    results = [_verify_variant(bundle_dir, source, tol, workdir, emulate, v) for v in variants]
+    failed = [(v, r) for v, r in zip(variants, results, strict=True) if not r.passed]
+    if failed:
+        variant, result = failed[0]
+        prefix = f"{variant} path: " if variant else ""
+        return result.model_copy(update={"message": prefix + result.message})
+    return results[0].model_copy(update={
+        "max_abs_error": max(r.max_abs_error or 0.0 for r in results),
+        "max_rel_error": max(r.max_rel_error or 0.0 for r in results),
+        "message": f"paths verified: {', '.join(str(v) for v in variants)}"
+        if len(variants) > 1 else ""})
+
+
+def _verify_variant(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
+                    emulate: bool, variant: str | None) -> Verification:
     samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
     inputs_path, outputs_path = workdir / "verify-in.npz", workdir / "verify-out.npz"
     save_arrays(inputs_path, {f"sample{i}/{k}": v for i, s in enumerate(samples)
                               for k, v in s.items()})
     method = "qemu-aarch64" if emulate else "host"
     try:
-        run_probe(bundle_dir, inputs_path, outputs_path, emulate=emulate)
+        run_probe(bundle_dir, inputs_path, outputs_path, emulate=emulate,
+                  extra_args=["--variant", variant] if variant else None)
     except CompileError as exc:
         return Verification(passed=False, message=str(exc), method=method,
                             samples=tol.samples, rtol=tol.rtol, atol=tol.atol)
@@ -175,3 +200,28 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+VARIANT_ROW_COUNTS = (1, 4, 16, 64, 256, 1024)
+
+
+def time_variants(bundle_dir: Path, variants: Sequence[str], source: SourceModel,
+                  workdir: Path, *, threads: int, rounds: int = 2,
+                  budget_s: float = 0.15) -> dict[str, dict[str, float]]:
+    """Median ms per row count for each forced variant, interleaved rounds, best kept."""
+    inputs_path, outputs_path = workdir / "rows-in.npz", workdir / "rows-out.npz"
+    # seed 5: a tree model's 1024-row sample (distinct rows: repeating one row would let
+    # the branch predictor learn it and flatter the rows path)
+    save_arrays(inputs_path, source.sample_inputs(5))
+    counts = ",".join(str(n) for n in VARIANT_ROW_COUNTS)
+    best: dict[str, dict[str, float]] = {}
+    for round_index in range(rounds):
+        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            report = run_probe(bundle_dir, inputs_path, outputs_path, emulate=False, warmup=2,
+                               repeat=500, budget_s=budget_s, threads=threads,
+                               extra_args=["--variant", variant, "--time-rows", counts])
+            mine = best.setdefault(variant, {})
+            for n, ms in report.get("rows_ms", {}).items():
+                mine[n] = min(ms, mine.get(n, float("inf")))
+    return best

@@ -43,12 +43,14 @@ class DLRModel:
         dev_id: int = 0,
         *,
         num_threads: int | None = None,
+        variant: str | None = None,
     ) -> None:
         with tempfile.TemporaryDirectory(prefix="neofleet-load-") as private:
             loaded = snapshot_bundle(model_path, Path(private) / "bundle")
             _check_compatible(loaded, dev_type)
             self._backend: ModelBackend = load_backend(
-                loaded, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads)
+                loaded, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads,
+                variant=variant)
         # the private copy is gone; mapped libraries and loaded sessions stay
         self._bundle = Bundle(path=Path(model_path), manifest=loaded.manifest, meta=loaded.meta)
         self._inputs = list(self._bundle.meta.model.inputs)
@@ -127,10 +129,20 @@ class _Expected:
                 raise InputError(f"input {self.name}: dtype {array.dtype} given, model expects "
                                  f"{self.dtype}")
             array = array.astype(self.dtype)
-        if array.shape != self.shape:
+        if array.shape != self.shape and not _matches(array.shape, self.shape):
             raise InputError(f"input {self.name}: shape {list(array.shape)} given, model "
-                             f"expects {list(self.shape)}")
+                             f"expects {_describe(self.shape)}")
         return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """``expected`` may hold -1 for a dimension of any size (a tree model's rows)."""
+    return len(shape) == len(expected) and all(
+        e in (-1, s) for s, e in zip(shape, expected, strict=True))
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("any" if d == -1 else str(d) for d in shape) + "]"
 
 
 def _check_compatible(bundle: Bundle, dev_type: str) -> None:

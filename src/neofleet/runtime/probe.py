@@ -7,7 +7,9 @@ runner, used on the host and under qemu for other architectures.
 The inputs file holds either one sample (keys are the input names) or several (keys
 ``sample<i>/<input name>``); outputs are written as ``output_<j>`` or
 ``sample<i>/output_<j>`` accordingly. ``--budget-s`` stops timing early once that many
-seconds were spent. Prints one JSON line: load seconds, and median/p90 latency when
+seconds were spent. ``--variant`` forces one path of a multi-path backend (tree bundles:
+``rows`` or ``forest``); ``--time-rows 1,8,64`` times models that take any number of rows
+at each count. Prints one JSON line: load seconds, and median/p90 latency when
 ``--repeat`` > 0. Exits
 non-zero with a one-line reason on a NeofleetError. Arrays are read with
 ``allow_pickle=False``.
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--budget-s", type=float, default=0.0)
+    parser.add_argument("--variant", help="force one of the backend's paths (tree bundles)")
+    parser.add_argument("--time-rows", default="",
+                        help="comma-separated row counts: time the model at each (models "
+                             "whose inputs take any number of rows), reported as rows_ms")
     args = parser.parse_args(argv)
     try:
         report = _probe(args)
@@ -50,7 +56,7 @@ def _probe(args: argparse.Namespace) -> dict[str, float | int]:
     from neofleet.runtime.model import DLRModel
 
     start = time.perf_counter()
-    model = DLRModel(args.bundle, "cpu", num_threads=args.threads)
+    model = DLRModel(args.bundle, "cpu", num_threads=args.threads, variant=args.variant)
     report: dict[str, float | int] = {"load_seconds": time.perf_counter() - start}
     samples = _read_samples(args.inputs, model.get_input_names())
     results = {}
@@ -59,7 +65,11 @@ def _probe(args: argparse.Namespace) -> dict[str, float | int]:
             results[f"{prefix}output_{j}"] = output
     if args.outputs:
         save_arrays(Path(args.outputs), results)
-    report.update(_time(model, next(iter(samples.values())), args))
+    first = next(iter(samples.values()))
+    report.update(_time(model, first, args))
+    if args.time_rows:
+        report["rows_ms"] = _time_rows(model, first, [int(n) for n in args.time_rows.split(",")],
+                                       args)  # type: ignore[assignment]
     return report
 
 
@@ -76,6 +86,19 @@ def _read_samples(path: str, names: list[str]) -> dict[str, dict[str, np.ndarray
         prefixes = sorted({k.split("/", 1)[0] for k in keys}, key=lambda p: (len(p), p))
         return {f"{p}/": {n: data[f"{p}/{n}"] for n in names if f"{p}/{n}" in data}
                 for p in prefixes}
+
+
+def _time_rows(model: object, inputs: dict[str, np.ndarray], counts: list[int],
+               args: argparse.Namespace) -> dict[str, float]:
+    """Median latency at each row count, rows taken from (tiled) ``inputs``."""
+    out: dict[str, float] = {}
+    for count in counts:
+        rows = {k: np.ascontiguousarray(np.resize(v, (count, *v.shape[1:])))
+                for k, v in inputs.items()}
+        timed = _time(model, rows, args)
+        if timed:
+            out[str(count)] = float(timed["median_ms"])
+    return out
 
 
 def _time(model: object, inputs: dict[str, np.ndarray],

@@ -18,6 +18,7 @@ class BuildOptions:
     tuning_trials: int = 0
     tuning_db_root: Path | None = None
     host_can_run: bool = False
+    toolchain_timeout_s: float = 900.0
     progress: Progress = field(default=lambda _: None)
 
 

@@ -1,8 +1,10 @@
 """Safe loaders, one per framework, that turn a model file into a ``SourceModel``.
 
 Never unpickles anything: ONNX is protobuf, PyTorch comes as a ``torch.export`` archive
-read with ``torch.export.load``. Every loader checks the file, resolves the declared
-inputs against the model's own, and provides a reference to verify candidates against.
+read with ``torch.export.load``, tree ensembles in their libraries' own formats (skops for
+scikit-learn); pickle and joblib files are refused before any library reads them. Every
+loader checks the file, resolves the declared inputs against the model's own, and provides
+a reference to verify candidates against.
 """
 
 from __future__ import annotations
@@ -10,20 +12,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from neofleet.compiler.errors import ModelLoadError
+from neofleet.compiler.errors import InputSpecError, ModelLoadError
 from neofleet.compiler.ingest.source import SourceModel
 from neofleet.compiler.inputs import InputDecl
 
-FRAMEWORKS = ("onnx", "pytorch", "tflite")
+TREE_FRAMEWORKS = ("xgboost", "lightgbm", "sklearn", "treelite")
+FRAMEWORKS = ("onnx", "pytorch", "tflite", *TREE_FRAMEWORKS)
 
-__all__ = ["FRAMEWORKS", "SourceModel", "load_model"]
+__all__ = ["FRAMEWORKS", "TREE_FRAMEWORKS", "SourceModel", "load_model"]
 
 
 def load_model(path: Path, framework: str, decls: Sequence[InputDecl],
-               workdir: Path) -> SourceModel:
-    """Load ``path`` as ``framework``; ``workdir`` holds derived files (prepared ONNX)."""
+               workdir: Path, sample_data: Path | None = None) -> SourceModel:
+    """Load ``path`` as ``framework``; ``workdir`` holds derived files (prepared ONNX).
+    ``sample_data`` (tree models) is a .npy of typical rows for verification and branch
+    annotation."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
+    if framework in TREE_FRAMEWORKS:
+        from neofleet.compiler.ingest.trees import load_tree_model
+
+        return load_tree_model(path, framework, decls, sample_data)
+    if sample_data is not None:
+        raise InputSpecError("--sample-data applies to tree models only")
     if framework == "onnx":
         from neofleet.compiler.ingest.onnx import load_onnx
 

@@ -21,8 +21,11 @@ class SourceModel:
 
     ``onnx_path`` is a static-shaped ONNX file (inputs fixed to the declared shapes and
     constant-folded by ONNX Runtime) when the model is, or could be converted to, ONNX.
-    ``exported_program`` is set for PyTorch models. ``reference`` computes the outputs
-    candidates must match. ``ops`` counts the source graph's operators.
+    ``exported_program`` is set for PyTorch models, ``tree_model`` (a Treelite model) and
+    ``tree`` (its description for ``compiled.meta``) for tree ensembles. ``reference``
+    computes the outputs candidates must match; ``sampler`` (when set) makes the seeded
+    verification inputs instead of ``sample_inputs``. ``ops`` counts the source graph's
+    operators.
     """
 
     framework: str
@@ -36,8 +39,15 @@ class SourceModel:
     exported_program: Any = None
     ops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sampler: Callable[[int], dict[str, np.ndarray]] | None = None
+    tree_model: Any = None
+    tree: dict[str, Any] | None = None
+    sample_data: np.ndarray | None = None
+    source_library: dict[str, str] = field(default_factory=dict)
 
     def sample_inputs(self, seed: int) -> dict[str, np.ndarray]:
+        if self.sampler is not None:
+            return self.sampler(seed)
         return sample_inputs(self.inputs, seed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -19,6 +20,16 @@ class ModelBackend(Protocol):
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
+def _listed(bundle: Bundle, name: object) -> Path | None:
+    """A file the bundle's meta names, only if the manifest lists (and so verified) it."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in bundle.manifest.files:
+        raise IncompatibleBundleError(f"{name!r} is named in compiled.meta but not listed in "
+                                      "the manifest")
+    return bundle.path / name
+
+
 def tvm_requirements(bundle: Bundle) -> TvmRequirements:
     """The runtime library the bundle carries (verified by open_bundle) and tvm-ffi version."""
     from neofleet.runtime.backends.tvm import TvmRequirements
@@ -33,9 +44,18 @@ def tvm_requirements(bundle: Bundle) -> TvmRequirements:
 
 
 def load_backend(
-    bundle: Bundle, *, dev_type: str, dev_id: int, num_threads: int | None
+    bundle: Bundle, *, dev_type: str, dev_id: int, num_threads: int | None,
+    variant: str | None = None,
 ) -> ModelBackend:
     name = bundle.manifest.backend
+    if name == "tl2cgen":
+        from neofleet.runtime.backends.trees import TreeBackend
+
+        options = bundle.meta.neofleet.backend_options
+        return TreeBackend(bundle.artifact_path, _listed(bundle, options.get("forest")),
+                           options, num_threads=num_threads, variant=variant)
+    if variant is not None:
+        raise IncompatibleBundleError(f"the {name} backend has no variant {variant!r}")
     if name == "tvm":
         from neofleet.runtime.backends.tvm import TvmBackend
 

@@ -1,0 +1,176 @@
+"""Tree ensembles compiled by TL2cgen: one native library, two prediction paths.
+
+The bundle's ``compiled.so`` (listed in the manifest as the artifact) holds
+
+- ``neofleet_rows_predict``: TL2cgen's generated if/else code, row by row: fastest for a
+  few rows;
+- ``neofleet_forest_predict_f32/_f64``: the blocked forest kernel over the node table
+  in the bundle's ``forest.npz`` (also listed in the manifest): fastest for batches,
+  and split across threads.
+
+Which path runs is decided per call from the number of rows: fewer than
+``crossover_rows`` (measured on the compile host and recorded in ``compiled.meta``) take
+the rows path. ``variant`` forces one path (the compiler verifies each). Both produce
+margins; ``tree_outputs`` turns them into probabilities/labels or predictions. Only
+ctypes and numpy are needed: no treelite, tl2cgen or source library on the device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neofleet.runtime.backends.tree_outputs import TreeTask, postprocess, task_outputs
+from neofleet.runtime.errors import IncompatibleBundleError
+
+VARIANTS = ("rows", "forest")
+ROWS_PER_THREAD = 128
+_P = ctypes.c_void_p
+# one node of the forest kernel's table (neofleet_node_t in forest_kernel.c)
+NODE_DTYPE = np.dtype([("threshold", "<f8"), ("feature", "<i4"), ("left", "<i4"),
+                       ("right", "<i4"), ("missing", "<i4"), ("eq_left", "<i4"),
+                       ("leaf", "<i4")])
+_FOREST_DTYPES = {
+    "nodes": NODE_DTYPE,
+    "roots": np.dtype("<i4"), "depths": np.dtype("<i4"), "leaf_values": np.dtype("<f8"),
+    "out_offset": np.dtype("<i4"), "out_width": np.dtype("<i4"), "tree_count": np.dtype("<i4"),
+}
+
+
+class TreeBackend:
+    def __init__(self, library: Path, forest: Path | None, options: dict[str, Any], *,
+                 num_threads: int | None, variant: str | None) -> None:
+        tree = dict(options.get("tree") or {})
+        self._task = TreeTask.from_options(tree)
+        self._input_dtype = np.dtype(str(tree.get("input_dtype", "float32")))
+        self._leaf_dtype = np.dtype(str(tree.get("leaf_dtype", "float32")))
+        self._base_scores = np.asarray(tree.get("base_scores", [0.0] * self._task.width),
+                                       dtype=np.float64)
+        self._average = bool(tree.get("average_tree_output", False))
+        if variant not in (None, *VARIANTS):
+            raise IncompatibleBundleError(f"unknown tree variant {variant!r}; use "
+                                          f"{' or '.join(VARIANTS)}")
+        self._lib = _load_library(library)
+        self._forest = _load_forest(forest, self._task) if forest is not None else None
+        if variant == "forest" and self._forest is None:
+            raise IncompatibleBundleError("this bundle has no forest path: "
+                                          f"{options.get('forest_unsupported', 'not built')}")
+        self._variant = variant
+        self._crossover = int(options.get("crossover_rows", 1 << 62))
+        self._threads = max(1, num_threads or len(os.sched_getaffinity(0)))
+        self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        data = np.ascontiguousarray(inputs[0], dtype=self._input_dtype)
+        if data.ndim != 2 or data.shape[1] != self._task.num_feature:
+            raise IncompatibleBundleError(f"expected rows x {self._task.num_feature} features")
+        margin = self._margin(data)
+        return task_outputs(postprocess(margin, self._task), self._task)
+
+    def _margin(self, data: np.ndarray) -> np.ndarray:
+        rows = data.shape[0]
+        use_forest = self._forest is not None and (
+            self._variant == "forest" or (self._variant is None and rows >= self._crossover))
+        if not use_forest:
+            out = np.zeros((rows, self._task.width), dtype=self._leaf_dtype)
+            self._lib.neofleet_rows_predict(data.ctypes.data, rows, data.shape[1],
+                                            out.ctypes.data)
+            return out
+        total = np.zeros((rows, self._task.width), dtype=np.float64)
+        self._forest_chunks(data, total)
+        if self._average:
+            assert self._forest is not None
+            total /= np.maximum(self._forest["tree_count"], 1)
+        total += self._base_scores
+        return total.astype(self._leaf_dtype)
+
+    def _forest_chunks(self, data: np.ndarray, out: np.ndarray) -> None:
+        rows = data.shape[0]
+        chunks = min(self._threads, max(1, rows // ROWS_PER_THREAD))
+        bounds = np.linspace(0, rows, chunks + 1, dtype=np.int64)
+        parts = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+        if self._pool is None or len(parts) == 1:
+            for a, b in parts:
+                self._forest_call(data, out, a, b)
+            return
+        futures = [self._pool.submit(self._forest_call, data, out, a, b) for a, b in parts[1:]]
+        self._forest_call(data, out, *parts[0])
+        for future in futures:
+            future.result()
+
+    def _forest_call(self, data: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+        forest = self._forest
+        assert forest is not None
+        kernel = (self._lib.neofleet_forest_predict_f64 if data.dtype == np.float64
+                  else self._lib.neofleet_forest_predict_f32)
+        kernel(forest["nodes"].ctypes.data, forest["roots"].ctypes.data,
+               forest["depths"].ctypes.data, len(forest["roots"]),
+               forest["leaf_values"].ctypes.data, forest["out_offset"].ctypes.data,
+               forest["out_width"].ctypes.data, data[start:stop].ctypes.data, stop - start,
+               data.shape[1], out.shape[1], out[start:stop].ctypes.data)
+
+
+def _load_library(path: Path) -> Any:
+    try:
+        lib = ctypes.CDLL(str(path))
+        rows = lib.neofleet_rows_predict
+        forest32, forest64 = lib.neofleet_forest_predict_f32, lib.neofleet_forest_predict_f64
+    except (OSError, AttributeError) as exc:
+        raise IncompatibleBundleError(f"cannot load the tree library {path.name}: {exc}") from exc
+    rows.argtypes = [_P, ctypes.c_int64, ctypes.c_int32, _P]
+    rows.restype = None
+    for kernel in (forest32, forest64):
+        kernel.argtypes = [_P, _P, _P, ctypes.c_int32, _P, _P, _P, _P, ctypes.c_int64,
+                           ctypes.c_int32, ctypes.c_int32, _P]
+        kernel.restype = None
+    return lib
+
+
+def _load_forest(path: Path, task: TreeTask) -> dict[str, np.ndarray]:
+    """Read the node table and check every index in it: the kernel does not."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: np.ascontiguousarray(data[name]) for name in _FOREST_DTYPES}
+    except (OSError, KeyError, ValueError) as exc:
+        raise IncompatibleBundleError(f"cannot read the forest table {path.name}: {exc}") from exc
+    for name, dtype in _FOREST_DTYPES.items():
+        if arrays[name].dtype != dtype or arrays[name].ndim != 1:
+            raise IncompatibleBundleError(f"forest table {name}: unexpected dtype/shape")
+    check_forest(arrays, task)
+    return arrays
+
+
+def check_forest(arrays: dict[str, np.ndarray], task: TreeTask) -> None:
+    """Every node, child, feature, leaf and output index within bounds (pure)."""
+    nodes, roots = arrays["nodes"], arrays["roots"]
+    n, ntree = len(nodes), len(roots)
+    widths, offsets = arrays["out_width"], arrays["out_offset"]
+    problems = []
+    if ntree == 0 or len(arrays["depths"]) != ntree or len(widths) != ntree \
+            or len(offsets) != ntree or len(arrays["tree_count"]) != task.width:
+        problems.append("array lengths disagree")
+    elif roots[0] != 0 or np.any(np.diff(roots) <= 0) or roots[-1] >= n:
+        problems.append("tree roots out of order or out of range")
+    else:
+        tree_of = np.searchsorted(roots, np.arange(n), side="right") - 1
+        lo, hi = roots[tree_of], np.append(roots[1:], n)[tree_of]
+        for field in ("left", "right", "missing"):
+            if np.any((nodes[field] < lo) | (nodes[field] >= hi)):
+                problems.append(f"a {field} child outside its tree")
+        if np.any((nodes["feature"] < 0) | (nodes["feature"] >= task.num_feature)):
+            problems.append("a feature index out of range")
+        if np.any((nodes["leaf"] < 0)
+                  | (nodes["leaf"] + widths[tree_of] > len(arrays["leaf_values"]))):
+            problems.append("a leaf index out of range")
+        if np.any((offsets < 0) | (widths < 1) | (offsets + widths > task.width)):
+            problems.append("an output column out of range")
+        if np.any((arrays["depths"] < 0) | (arrays["depths"] > n)):
+            problems.append("a tree depth out of range")
+    if problems:
+        raise IncompatibleBundleError(f"the forest table is inconsistent: {'; '.join(problems)}")
