@@ -8,8 +8,9 @@ The inputs file holds either one sample (keys are the input names) or several (k
 ``sample<i>/<input name>``); outputs are written as ``output_<j>`` or
 ``sample<i>/output_<j>`` accordingly. ``--budget-s`` stops timing early once that many
 seconds were spent. ``--variant`` forces one path of a multi-path backend (tree bundles:
-``rows`` or ``forest``); ``--time-rows 1,8,64`` times models that take any number of rows
-at each count. Prints one JSON line: load seconds, and median/p90 latency when
+``rows`` or ``forest``); for models that take any number of rows, ``--cycle-rows N`` times
+N-row slices of the sample (a different slice each call) and ``--time-rows 1,8,64`` does so
+at each count (``rows_ms``). Prints one JSON line: load seconds, and median/p90 latency when
 ``--repeat`` > 0. Exits
 non-zero with a one-line reason on a NeofleetError. Arrays are read with
 ``allow_pickle=False``.
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--budget-s", type=float, default=0.0)
     parser.add_argument("--variant", help="force one of the backend's paths (tree bundles)")
+    parser.add_argument("--cycle-rows", type=int, default=0,
+                        help="time slices of this many rows of the sample, a different "
+                             "slice each call (models whose inputs take any number of rows)")
     parser.add_argument("--time-rows", default="",
                         help="comma-separated row counts: time the model at each (models "
                              "whose inputs take any number of rows), reported as rows_ms")
@@ -52,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _probe(args: argparse.Namespace) -> dict[str, float | int]:
+def _probe(args: argparse.Namespace) -> dict[str, Any]:
     from neofleet.runtime.model import DLRModel
 
     start = time.perf_counter()
     model = DLRModel(args.bundle, "cpu", num_threads=args.threads, variant=args.variant)
-    report: dict[str, float | int] = {"load_seconds": time.perf_counter() - start}
+    report: dict[str, Any] = {"load_seconds": time.perf_counter() - start}
     samples = _read_samples(args.inputs, model.get_input_names())
     results = {}
     for prefix, inputs in samples.items():
@@ -66,11 +71,26 @@ def _probe(args: argparse.Namespace) -> dict[str, float | int]:
     if args.outputs:
         save_arrays(Path(args.outputs), results)
     first = next(iter(samples.values()))
-    report.update(_time(model, first, args))
+    report.update(_time(model, _feeds(first, args.cycle_rows), args))
     if args.time_rows:
-        report["rows_ms"] = _time_rows(model, first, [int(n) for n in args.time_rows.split(",")],
-                                       args)  # type: ignore[assignment]
+        report["rows_ms"] = {count: float(_time(model, _feeds(first, int(count)), args)
+                                          .get("median_ms", float("nan")))
+                             for count in args.time_rows.split(",")}
     return report
+
+
+def _feeds(inputs: dict[str, np.ndarray], rows: int | None) -> list[dict[str, np.ndarray]]:
+    """The inputs to cycle through while timing: the sample itself, or consecutive
+    ``rows``-row slices of it (distinct rows each call, so a branch predictor cannot learn
+    one row; a sample with fewer rows is tiled)."""
+    if not rows:
+        return [inputs]
+    total = min(v.shape[0] for v in inputs.values())
+    if total < rows:
+        return [{k: np.ascontiguousarray(np.resize(v, (rows, *v.shape[1:])))
+                 for k, v in inputs.items()}]
+    return [{k: np.ascontiguousarray(v[i:i + rows]) for k, v in inputs.items()}
+            for i in range(0, total - rows + 1, rows)]
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -88,27 +108,15 @@ def _read_samples(path: str, names: list[str]) -> dict[str, dict[str, np.ndarray
                 for p in prefixes}
 
 
-def _time_rows(model: object, inputs: dict[str, np.ndarray], counts: list[int],
-               args: argparse.Namespace) -> dict[str, float]:
-    """Median latency at each row count, rows taken from (tiled) ``inputs``."""
-    out: dict[str, float] = {}
-    for count in counts:
-        rows = {k: np.ascontiguousarray(np.resize(v, (count, *v.shape[1:])))
-                for k, v in inputs.items()}
-        timed = _time(model, rows, args)
-        if timed:
-            out[str(count)] = float(timed["median_ms"])
-    return out
-
-
-def _time(model: object, inputs: dict[str, np.ndarray],
+def _time(model: object, feeds: list[dict[str, np.ndarray]],
           args: argparse.Namespace) -> dict[str, float | int]:
     run = model.run  # type: ignore[attr-defined]
-    for _ in range(args.warmup):
-        run(inputs)
+    for i in range(args.warmup):
+        run(feeds[i % len(feeds)])
     times: list[float] = []
     deadline = time.perf_counter() + args.budget_s if args.budget_s > 0 else None
-    for _ in range(args.repeat):
+    for i in range(args.repeat):
+        inputs = feeds[i % len(feeds)]
         t0 = time.perf_counter()
         run(inputs)
         times.append((time.perf_counter() - t0) * 1000.0)

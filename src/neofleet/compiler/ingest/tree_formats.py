@@ -1,5 +1,10 @@
 """Load a tree model file with its own library (never unpickling) and into Treelite.
 
+The libraries parse the file in native code, and some abort the process on a corrupt
+file (LightGBM does on a truncated text model), so ``preflight`` first loads it in a
+child process (``python -m neofleet.compiler.ingest.tree_formats FRAMEWORK FILE``): a
+crash there is a ``ModelLoadError`` naming the signal, and the compiler keeps running.
+
 One loader per source format. Each returns a ``LoadedTrees``: the Treelite model the
 backend compiles, and the source library's own predict, which candidates are verified
 against. XGBoost reads its JSON/UBJSON, LightGBM its text format, scikit-learn models
@@ -10,6 +15,10 @@ file is refused by name), Treelite checkpoints are Treelite's own binary format.
 from __future__ import annotations
 
 import importlib
+import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +73,11 @@ class LoadedTrees:
 
 def load_xgboost(path: Path) -> LoadedTrees:
     xgb, treelite = _module("xgboost"), _module("treelite")
-    fmt = "json" if path.read_bytes()[:1] == b"{" else "ubjson"
-    booster = _call(lambda: xgb.Booster(model_file=str(path)), "XGBoost", path)
+    raw = path.read_bytes()
+    # JSON: '{' then whitespace or a quote; UBJSON: '{' then a type marker ('L', 'i', ...)
+    fmt = "json" if raw[:1] == b"{" and raw[1:2] in {b'"', b" ", b"\n", b"\r", b"\t", b"}"} \
+        else "ubjson"
+    booster = _call(lambda: xgb.Booster(model_file=bytearray(raw)), "XGBoost", path)
     model = _call(lambda: treelite.frontend.load_xgboost_model(str(path), format_choice=fmt),
                   "Treelite", path)
     objective = _xgb_objective(booster)
@@ -83,8 +95,6 @@ def load_xgboost(path: Path) -> LoadedTrees:
 
 
 def _xgb_objective(booster: Any) -> str:
-    import json
-
     try:
         return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
     except (KeyError, ValueError):
@@ -162,3 +172,38 @@ def _call(load: Callable[[], Any], library: str, path: Path) -> Any:
         detail = str(exc).strip().splitlines()
         raise ModelLoadError(f"{library} cannot read {path.name}: "
                              f"{detail[-1] if detail else type(exc).__name__}") from exc
+
+
+def preflight(path: Path, framework: str, timeout_s: float = 300.0) -> None:
+    """Load ``path`` in a child process first; raise ModelLoadError if that fails or dies."""
+    command = [sys.executable, "-m", "neofleet.compiler.ingest.tree_formats", framework,
+               str(path)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelLoadError(f"reading {path.name} took longer than {timeout_s:.0f} s") from exc
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ModelLoadError(f"the {framework} parser crashed ({name}) reading {path.name}: "
+                             "the file is corrupt or truncated")
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    report = json.loads(lines[-1]) if lines else {}
+    if done.returncode != 0 or not report.get("ok"):
+        raise ModelLoadError(report.get("error") or f"reading {path.name} failed "
+                             f"(exit {done.returncode})")
+
+
+def _main(argv: list[str]) -> int:
+    framework, path = argv
+    try:
+        LOADERS[framework](Path(path))
+    except (ModelLoadError, BackendUnavailableError) as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}))
+        return 1
+    print(json.dumps({"ok": True}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

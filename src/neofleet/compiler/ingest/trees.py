@@ -25,7 +25,7 @@ import numpy as np
 from neofleet.bundle.meta import TensorSpec
 from neofleet.compiler.errors import InputSpecError, ModelLoadError
 from neofleet.compiler.ingest.source import SourceModel, file_sha256
-from neofleet.compiler.ingest.tree_formats import LOADERS, LoadedTrees
+from neofleet.compiler.ingest.tree_formats import LOADERS, LoadedTrees, preflight
 from neofleet.compiler.inputs import InputDecl
 from neofleet.runtime.backends.tree_outputs import TreeTask, task_outputs
 
@@ -53,6 +53,7 @@ def refuse_pickle(path: Path) -> None:
 def load_tree_model(path: Path, framework: str, decls: Sequence[InputDecl],
                     sample_data: Path | None = None) -> SourceModel:
     refuse_pickle(path)
+    preflight(path, framework)
     loaded = LOADERS[framework](path)
     dump = json.loads(loaded.model.dump_as_json(pretty_print=False))
     tree = tree_description(dump, loaded)
@@ -82,8 +83,9 @@ def tree_description(dump: dict[str, Any], loaded: LoadedTrees) -> dict[str, Any
     """What ``compiled.meta`` records and the runtime needs (``backend_options.tree``)."""
     kind, post = dump["task_type"], dump["postprocessor"]
     num_target, num_class = int(dump["num_target"]), max(int(c) for c in dump["num_class"])
-    if kind == "kBinaryClf" and post == "sigmoid" and num_class == 1:
-        task = "binary"
+    if (kind == "kBinaryClf" and post == "sigmoid" and num_class == 1) or (
+            kind == "kMultiClf" and num_class == 2 and post == "identity_multiclass"):
+        task = "binary"  # boosted (one sigmoid score) or a forest (two class columns)
     elif kind == "kMultiClf" and post in {"softmax", "identity_multiclass", "multiclass_ova"}:
         task = "multiclass"
     elif kind in {"kRegressor", "kLearningToRank", "kBinaryClf"} and num_class == 1:
@@ -165,8 +167,8 @@ def _reference(loaded: LoadedTrees, task: TreeTask, data: np.ndarray) -> list[np
     values = np.asarray(got["values"])
     if values.ndim == 1:
         values = values.reshape(-1, 1)
-    if task.task == "binary" and values.shape[1] == 2:
-        values = values[:, 1:]  # scikit-learn gives [1 - p, p]
+    if task.task == "binary" and task.num_class == 1 and values.shape[1] == 2:
+        values = values[:, 1:]  # scikit-learn gives [1 - p, p] for a one-score model
     outputs = task_outputs(values, task)
     if "label" in got:
         outputs[1] = np.asarray(got["label"], dtype=np.int64)

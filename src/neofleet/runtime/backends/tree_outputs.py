@@ -6,10 +6,10 @@ average) of the trees' leaf values plus the base scores, laid out as
 writes. ``postprocess`` applies Treelite's postprocessor (the same functions, named as
 Treelite names them), and ``task_outputs`` turns the result into what the bundle serves:
 
-- classifiers: ``probabilities`` (rows x classes; a binary model's single probability p
-  becomes ``[1 - p, p]``) and ``label`` (int64 index into the recorded ``classes``;
-  ``p > 0.5`` for binary models, argmax otherwise, as XGBoost, LightGBM and
-  scikit-learn decide);
+- classifiers: ``probabilities`` (rows x classes; a boosted binary model's single
+  probability p becomes ``[1 - p, p]``, a forest's two class columns stay as they are)
+  and ``label`` (int64 index into the recorded ``classes``; ``p > 0.5`` for a single
+  probability, argmax otherwise, as XGBoost, LightGBM and scikit-learn decide);
 - regressors and rankers: ``predictions`` (rows, or rows x targets).
 """
 
@@ -112,9 +112,9 @@ def task_outputs(values: Array, task: TreeTask) -> list[Array]:
     """The bundle's outputs from postprocessed values of shape (rows, width)."""
     if task.task == "regression":
         return [values[:, 0].copy() if task.num_target == 1 else values[:, ::task.num_class]]
-    if task.task == "binary":
+    if task.task == "binary" and task.num_class == 1:
         p = values[:, 0]
         probabilities = np.stack([1.0 - p, p], axis=1).astype(values.dtype, copy=False)
         return [probabilities, (p > 0.5).astype(np.int64)]
-    probabilities = values[:, :task.num_class]
+    probabilities = values[:, :task.classes]
     return [np.ascontiguousarray(probabilities), probabilities.argmax(axis=1).astype(np.int64)]

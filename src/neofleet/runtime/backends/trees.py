@@ -62,7 +62,8 @@ class TreeBackend:
             raise IncompatibleBundleError("this bundle has no forest path: "
                                           f"{options.get('forest_unsupported', 'not built')}")
         self._variant = variant
-        self._crossover = int(options.get("crossover_rows", 1 << 62))
+        crossover = options.get("crossover_rows")  # None: the rows path for every batch
+        self._crossover = int(crossover) if crossover is not None else 1 << 62
         self._threads = max(1, num_threads or len(os.sched_getaffinity(0)))
         self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
 

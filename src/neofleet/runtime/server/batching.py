@@ -6,7 +6,9 @@ A bundle is compiled for one batch size B (the leading dim of every input). With
 inputs along dim 0 and zero-pads to B, the model runs once, and ``split`` hands each
 request its rows of every output. That needs every output to carry the batch in dim 0
 too: a model with an output without it (a batch-wide reduction, say) could mix requests,
-so ``compiled_batch`` refuses it.
+so ``compiled_batch`` refuses it. A model that takes any number of rows (dim 0 is -1 in
+every input and output: tree models) has B = ``ANY_ROWS``: requests are concatenated up to
+M rows and nothing is padded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 
 from neofleet.runtime.errors import ServerConfigError
 from neofleet.runtime.server.signature import Signature, TensorMeta
+
+ANY_ROWS = -1
 
 
 def compiled_batch(signature: Signature, max_batch: int) -> int:
@@ -35,7 +39,7 @@ def compiled_batch(signature: Signature, max_batch: int) -> int:
         raise ServerConfigError(f"cannot batch: output(s) {_dims(tuple(unbatched))} do not have "
                                 f"the batch ({batch}) in dim 0, so results could not be split "
                                 "per request")
-    if max_batch > batch:
+    if max_batch > batch != ANY_ROWS:
         raise ServerConfigError(f"--max-batch {max_batch} is larger than the bundle's batch "
                                 f"size {batch} (dim 0 of {_dims(signature.inputs)}); compile "
                                 f"for batch {max_batch} or lower --max-batch")
@@ -63,9 +67,12 @@ def fitting(rows: Sequence[int], max_rows: int) -> int:
 
 
 def pack(requests: Sequence[Sequence[np.ndarray]], batch: int) -> list[np.ndarray]:
-    """Concatenate each input of ``requests`` along dim 0 and zero-pad it to ``batch`` rows."""
+    """Concatenate each input of ``requests`` along dim 0 and zero-pad it to ``batch`` rows
+    (no padding when ``batch`` is ANY_ROWS)."""
     if not requests:
         raise ValueError("nothing to pack")
+    if batch == ANY_ROWS:
+        return [np.concatenate(column) for column in zip(*requests, strict=True)]
     total = sum(r[0].shape[0] for r in requests)
     if total > batch:
         raise ValueError(f"{total} rows do not fit a batch of {batch}")

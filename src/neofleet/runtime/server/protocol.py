@@ -140,12 +140,13 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
 
 
 def _check_shape(shape: tuple[int, ...], meta: TensorMeta, max_batch: int | None) -> None:
+    """``shape`` must equal the model's; -1 in the model's shape takes any size >= 1, and
+    with batching dim 0 takes 1..max_batch rows."""
     expected = meta.shape
-    if max_batch is None:
-        ok = shape == expected
-    else:
-        ok = (len(shape) == len(expected) and 1 <= shape[0] <= max_batch
-              and shape[1:] == expected[1:])
+    ok = len(shape) == len(expected) and all(
+        s == e or (e == -1 and s >= 1) for s, e in zip(shape, expected, strict=True))
+    if ok and max_batch is not None:
+        ok = 1 <= shape[0] <= max_batch
     if not ok:
         raise InputError(f"input {meta.name}: shape {list(shape)} given, the model expects "
                          f"{meta.describe(max_batch)}")

@@ -47,8 +47,10 @@ class ServiceSettings:
 
 
 def zero_inputs(signature: Signature) -> list[np.ndarray]:
-    """The warm-up inputs: zeros of each input's full compiled shape."""
-    return [np.zeros(m.shape, dtype=m.dtype) for m in signature.inputs]
+    """The warm-up inputs: zeros of each input's full compiled shape (one row where the
+    model takes any number)."""
+    return [np.zeros(tuple(1 if d == -1 else d for d in m.shape), dtype=m.dtype)
+            for m in signature.inputs]
 
 
 class InferenceService:

@@ -55,7 +55,7 @@ class TensorMeta:
         return DATATYPES[self.datatype]
 
     def describe(self, max_batch: int | None = None) -> str:
-        dims = [str(d) for d in self.shape]
+        dims = ["any" if d == -1 else str(d) for d in self.shape]
         if max_batch is not None and dims:
             dims[0] = f"1..{max_batch}"
         return f"{self.name} ({self.datatype} [{', '.join(dims)}])"
