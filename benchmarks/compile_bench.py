@@ -20,32 +20,23 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from models import INPUT_NAME, BenchCase, cases, cpu_model, export_onnx, workdir
+from timing import Runner, Timing, measure_interleaved
 
 THREADS = 2
 WARN_RATIO = 1.10
 RUNNERS = ("bundle", "onnxruntime", "torch")
 
-Runner = Callable[[], Any]
-
-
-@dataclass(frozen=True)
-class Timing:
-    rounds: int = 10
-    round_s: float = 0.15
-    warmup_s: float = 0.3
 
 
 @dataclass
@@ -304,36 +295,6 @@ def output_diffs(runners: dict[str, Runner]) -> dict[str, float]:
     reference = np.asarray(runners["onnxruntime"]())
     return {name: float(np.max(np.abs(np.asarray(run()) - reference)))
             for name, run in runners.items() if name != "onnxruntime"}
-
-
-def measure_interleaved(runners: dict[str, Runner], timing: Timing) -> dict[str, float]:
-    """Median ms per runner over ``timing.rounds`` rounds, the runner order rotating."""
-    counts = {name: _calls_per_round(run, timing) for name, run in runners.items()}
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    names = list(runners)
-    for r in range(timing.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            samples[name] += _time_calls(runners[name], counts[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def _calls_per_round(run: Runner, timing: Timing) -> int:
-    """Warm ``run`` up for ``timing.warmup_s`` (3 calls at least); size a round from it."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < timing.warmup_s:
-        times += _time_calls(run, 1)
-    per_call_s = statistics.median(times[1:]) / 1000
-    return max(1, round(timing.round_s / per_call_s))
-
-
-def _time_calls(run: Runner, count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
 
 
 class LoadMeter:

@@ -8,7 +8,9 @@ import json
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -193,3 +195,38 @@ def test_cli_refuses_a_pickle_with_one_line(tmp_path: Path) -> None:
                            str(tmp_path / "out")], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("neofleet: InvalidModel: model.pkl")
+
+
+# ------------------------------------------------------------------ serving
+def test_server_serves_a_tree_bundle_with_any_number_of_rows(
+        compiled: dict[str, tuple[TreeCase, Path, Path]], serve: Callable[..., Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, out = compiled["xgb-multiclass"]
+    bundle = out / "native"
+    server = serve(bundle, "--name", "trees", "--max-batch", "64", "--batch-timeout-ms", "2")
+    meta = server.client.get("/v2/models/trees").json()
+    assert meta["inputs"] == [{"name": "data", "datatype": "FP32", "shape": [-1, FEATURES]}]
+    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label"]
+    model = DLRModel(bundle)
+
+    def infer(rows: int) -> None:
+        x = _fresh_rows(rows, "float32", seed=100 + rows)
+        body = {"inputs": [{"name": "data", "shape": [rows, FEATURES], "datatype": "FP32",
+                            "data": np.nan_to_num(x, nan=0.0).ravel().tolist()}]}
+        response = server.client.post("/v2/models/trees/infer", json=body)
+        assert response.status_code == 200, response.text
+        probabilities, label = response.json()["outputs"]
+        want = model.run(np.nan_to_num(x, nan=0.0))
+        assert probabilities["shape"] == [rows, 3] and label["datatype"] == "INT64"
+        np.testing.assert_allclose(np.reshape(probabilities["data"], (rows, 3)), want[0],
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(label["data"], want[1])
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent requests of 1..40 rows, batched
+        list(pool.map(infer, [1, 3, 40, 7, 1, 12, 25, 2] * 3))
+    wrong = {"inputs": [{"name": "data", "shape": [2, FEATURES + 1], "datatype": "FP32",
+                         "data": [0.0] * (2 * (FEATURES + 1))}]}
+    response = server.client.post("/v2/models/trees/infer", json=wrong)
+    assert response.status_code == 400
+    assert f"[any, {FEATURES}]" in response.json()["error"] or "1..64" in response.json()["error"]

@@ -144,7 +144,8 @@ def _check_shape(shape: tuple[int, ...], meta: TensorMeta, max_batch: int | None
     with batching dim 0 takes 1..max_batch rows."""
     expected = meta.shape
     ok = len(shape) == len(expected) and all(
-        s == e or (e == -1 and s >= 1) for s, e in zip(shape, expected, strict=True))
+        s == e or (e == -1 and s >= 1) or (i == 0 and max_batch is not None)
+        for i, (s, e) in enumerate(zip(shape, expected, strict=True)))
     if ok and max_batch is not None:
         ok = 1 <= shape[0] <= max_batch
     if not ok:
