@@ -29,3 +29,18 @@ def test_quickstart(tmp_path: Path) -> None:
         bundle = open_bundle(tmp_path / "q" / target)
         assert bundle.meta.neofleet.verification.passed
         assert bundle.digest in out
+
+
+def test_tree_model_example(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "tree_model.py"), "--out", str(tmp_path),
+         "--trees", "20"], capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    mine = next(ln for ln in lines if ln.startswith("DLRModel labels")).split()[2:7]
+    theirs = next(ln for ln in lines if ln.startswith("XGBoost labels")).split()[2:7]
+    assert mine == theirs
+    assert "paths verified: rows, forest" in done.stdout
+    assert "qemu-aarch64" in done.stdout and "1024 rows: DLRModel" in done.stdout
+    for target in ("native", "aarch64"):
+        assert open_bundle(tmp_path / "bundles" / target).meta.neofleet.backend == "tl2cgen"

@@ -26,9 +26,8 @@ from tests.support.trees import FEATURES, TreeCase, library_predict, make_tree_m
 pytestmark = pytest.mark.integration
 
 CASES = {c.name: c for c in tree_cases()}
-# one per library and task family also cross-compiled for aarch64 and verified under qemu
-AARCH64 = {"xgb-binary", "lgb-multiclass", "sk-hgb-regression", "sk-rf-binary",
-           "treelite-regression"}
+# every library and task is also cross-compiled for aarch64 and verified under qemu
+AARCH64 = set(CASES)
 
 
 def _compile(model: Path, framework: str, targets: list[str], out: Path,
@@ -176,6 +175,15 @@ def test_mismatched_feature_counts_are_refused(tmp_path: Path) -> None:
     np.save(bad_rows, np.zeros((10, FEATURES + 2)))
     _refused(tmp_path, model, "xgboost", f"rows x {FEATURES} features", InputSpecError,
              sample_data=bad_rows)
+
+
+def test_gcc_time_is_bounded(tmp_path: Path) -> None:
+    model = make_tree_model(CASES["xgb-binary"], tmp_path)
+    result = _compile(model, "xgboost", ["native"], tmp_path / "out", toolchain_timeout_s=0.01)
+    assert not result.ok  # type: ignore[attr-defined]
+    (row,) = result.to_json()["targets"]  # type: ignore[attr-defined]
+    assert row["reason"] == "BuildFailed" and "did not finish within" in row["message"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_sample_data_annotates_branches(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def _build_candidates(
                            host_can_run=runs_here, progress=request.progress,
                            toolchain_timeout_s=request.toolchain_timeout_s)
     built: dict[str, _Candidate] = {}
-    errors: dict[str, str] = {}
+    errors: dict[str, CompileError] = {}
     skipped: list[CandidateReport] = []
     for name in names:
         backend = make_backend(name)
@@ -183,12 +183,17 @@ def _build_candidates(
                                             options)
         except CompileError as exc:
             request.progress(f"[{target.name}] {name}: {exc}")
-            errors[name] = str(exc)
+            errors[name] = exc
+    if not built and len(errors) == 1:
+        raise next(iter(errors.values()))  # the one applicable backend failed: say how
+    if not built and not errors:
+        raise BackendUnavailableError("no backend applies to this model and target: " + "; ".join(
+            f"{r.backend}: {r.message}" for r in skipped))
     benchmarks = _benchmark(built, source, target, work, request) if runs_here else {}
     outcomes = [(c.artifact, CandidateOutcome(name, c.verification, benchmarks.get(name),
                                               fully_tuned=_fully_tuned(c.artifact)))
                 for name, c in built.items()]
-    failed = [CandidateOutcome(name, None, None, error=message) for name, message in errors.items()]
+    failed = [CandidateOutcome(name, None, None, error=str(exc)) for name, exc in errors.items()]
     reports = skipped + [_report(o, a) for a, o in outcomes] + [_report(o, None) for o in failed]
     return outcomes, reports
 

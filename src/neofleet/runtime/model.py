@@ -34,6 +34,10 @@ class DLRModel:
     file between the check and the load. ``run`` is safe to
     call from many threads at once and runs them in parallel (ONNX Runtime sessions are
     thread-safe; the TVM backend gives each thread its own VM).
+
+    Tree bundles take any number of rows (their input shape is ``[-1, features]``) and
+    choose between two compiled paths per call by the number of rows; ``variant``
+    ("rows" or "forest") forces one, as the compiler's verification does.
     """
 
     def __init__(

@@ -4,33 +4,34 @@
  * learns the hot paths), but on large batches of varied rows every split is a
  * mispredicted branch. This kernel walks BLOCK rows through one tree at a time, one
  * level per step, with the next node chosen by arithmetic rather than a jump, so the
- * dependent loads of many rows overlap. Leaves loop to themselves, so every row takes
- * exactly depth[t] steps. Margins are accumulated in double; the runtime averages, adds
- * base scores and applies the postprocessor.
+ * dependent loads of many rows overlap.
  *
- * The runtime checks every index in the node table before calling in (bounds are not
- * checked here, on the hot path).
+ * Node table (built by neofleet/compiler/backends/forest.py): a node's two children are
+ * adjacent, slot0 at `left` and slot1 at `left + 1`; a row goes to slot1 when
+ * x >= threshold, or when x is NaN and bit 31 of `feature` is set. Every split of the
+ * source model ("<", "<=", ">", ">=", default direction for missing values) is
+ * normalised to that rule exactly (thresholds are in the input's own precision, "<="
+ * becomes "<" of the next representable value). A leaf has a NaN threshold and points to
+ * itself, so every row takes exactly depth[t] steps in tree t. Margins are accumulated in
+ * double; the runtime averages, adds base scores and applies the postprocessor.
+ *
+ * The runtime checks every index in the table before calling in (nothing is checked
+ * here, on the hot path).
  */
 #include <math.h>
 #include <stdint.h>
 
-typedef struct {
-  double threshold;
-  int32_t feature;
-  int32_t left;
-  int32_t right;
-  int32_t missing; /* child taken when the feature is NaN */
-  int32_t eq_left; /* 1 when x == threshold goes left ("<=" splits) */
-  int32_t leaf;    /* index of the leaf's values in leaf_values (leaves only) */
-} neofleet_node_t;
+#define NEOFLEET_BLOCK 64
+#define NEOFLEET_FEATURE 0x7fffffffu
 
-#define NEOFLEET_BLOCK 32
+typedef struct { float threshold; uint32_t feature; int32_t left; int32_t leaf; } neofleet_node_f32;
+typedef struct { double threshold; uint32_t feature; int32_t left; int32_t leaf; int32_t pad; }
+    neofleet_node_f64;
 
-#define NEOFLEET_FOREST(NAME, REAL)                                                        \
-  void NAME(const neofleet_node_t* nodes, const int32_t* roots, const int32_t* depths,     \
-            int32_t ntree, const double* leaf_values, const int32_t* out_offset,           \
-            const int32_t* out_width, const REAL* X, int64_t rows, int32_t nfeat,          \
-            int32_t nout, double* out) {                                                   \
+#define NEOFLEET_FOREST(NAME, NODE, REAL)                                                  \
+  void NAME(const NODE* nodes, const int32_t* roots, const int32_t* depths, int32_t ntree, \
+            const double* leaf_values, const int32_t* out_offset, const int32_t* out_width,\
+            const REAL* X, int64_t rows, int32_t nfeat, int32_t nout, double* out) {       \
     for (int64_t r0 = 0; r0 < rows; r0 += NEOFLEET_BLOCK) {                                \
       const int nb = rows - r0 < NEOFLEET_BLOCK ? (int)(rows - r0) : NEOFLEET_BLOCK;       \
       const REAL* xb = X + r0 * nfeat;                                                     \
@@ -40,12 +41,9 @@ typedef struct {
         for (int r = 0; r < nb; ++r) idx[r] = roots[t];                                    \
         for (int32_t d = 0; d < depths[t]; ++d) {                                          \
           for (int r = 0; r < nb; ++r) {                                                   \
-            const neofleet_node_t* n = &nodes[idx[r]];                                     \
-            const REAL x = xb[(int64_t)r * nfeat + n->feature];                            \
-            const double xd = (double)x;                                                   \
-            const int go_left = (xd < n->threshold) | ((xd == n->threshold) & n->eq_left); \
-            const int32_t next = go_left ? n->left : n->right;                             \
-            idx[r] = isnan(x) ? n->missing : next;                                         \
+            const NODE n = nodes[idx[r]];                                                  \
+            const REAL x = xb[(int64_t)r * nfeat + (n.feature & NEOFLEET_FEATURE)];        \
+            idx[r] = n.left + ((x >= n.threshold) | (isnan(x) & (int)(n.feature >> 31)));  \
           }                                                                                \
         }                                                                                  \
         const int32_t off = out_offset[t], w = out_width[t];                               \
@@ -58,5 +56,5 @@ typedef struct {
     }                                                                                      \
   }
 
-NEOFLEET_FOREST(neofleet_forest_predict_f32, float)
-NEOFLEET_FOREST(neofleet_forest_predict_f64, double)
+NEOFLEET_FOREST(neofleet_forest_predict_f32, neofleet_node_f32, float)
+NEOFLEET_FOREST(neofleet_forest_predict_f64, neofleet_node_f64, double)

@@ -134,7 +134,7 @@ def _annotate(tl2cgen: Any, source: SourceModel, workdir: Path, params: dict[str
 def _write_forest(source: SourceModel, dest: Path) -> tuple[Path | None, str]:
     dump = json.loads(source.tree_model.dump_as_json(pretty_print=False))
     try:
-        arrays = forest_arrays(dump)
+        arrays = forest_arrays(dump, str(source.tree["input_dtype"]))
     except ForestUnsupported as exc:
         return None, f"forest kernel not used: {exc}"
     np.savez(dest, **arrays)  # type: ignore[arg-type]  # read back with allow_pickle=False

@@ -32,15 +32,19 @@ from neofleet.runtime.errors import IncompatibleBundleError
 VARIANTS = ("rows", "forest")
 ROWS_PER_THREAD = 128
 _P = ctypes.c_void_p
-# one node of the forest kernel's table (neofleet_node_t in forest_kernel.c)
-NODE_DTYPE = np.dtype([("threshold", "<f8"), ("feature", "<i4"), ("left", "<i4"),
-                       ("right", "<i4"), ("missing", "<i4"), ("eq_left", "<i4"),
-                       ("leaf", "<i4")])
+# one node of the forest kernel's table (neofleet_node_f32/_f64 in forest_kernel.c), in
+# the precision of the model's inputs
+NODE_DTYPES = {
+    "float32": np.dtype([("threshold", "<f4"), ("feature", "<u4"), ("left", "<i4"),
+                         ("leaf", "<i4")]),
+    "float64": np.dtype([("threshold", "<f8"), ("feature", "<u4"), ("left", "<i4"),
+                         ("leaf", "<i4"), ("pad", "<i4")]),
+}
 _FOREST_DTYPES = {
-    "nodes": NODE_DTYPE,
     "roots": np.dtype("<i4"), "depths": np.dtype("<i4"), "leaf_values": np.dtype("<f8"),
     "out_offset": np.dtype("<i4"), "out_width": np.dtype("<i4"), "tree_count": np.dtype("<i4"),
 }
+_FEATURE = 0x7FFFFFFF
 
 
 class TreeBackend:
@@ -57,7 +61,8 @@ class TreeBackend:
             raise IncompatibleBundleError(f"unknown tree variant {variant!r}; use "
                                           f"{' or '.join(VARIANTS)}")
         self._lib = _load_library(library)
-        self._forest = _load_forest(forest, self._task) if forest is not None else None
+        self._forest = (_load_forest(forest, self._task, self._input_dtype)
+                        if forest is not None else None)
         if variant == "forest" and self._forest is None:
             raise IncompatibleBundleError("this bundle has no forest path: "
                                           f"{options.get('forest_unsupported', 'not built')}")
@@ -133,14 +138,15 @@ def _load_library(path: Path) -> Any:
     return lib
 
 
-def _load_forest(path: Path, task: TreeTask) -> dict[str, np.ndarray]:
+def _load_forest(path: Path, task: TreeTask, input_dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
     """Read the node table and check every index in it: the kernel does not."""
+    expected = {"nodes": NODE_DTYPES.get(input_dtype.name), **_FOREST_DTYPES}
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: np.ascontiguousarray(data[name]) for name in _FOREST_DTYPES}
+            arrays = {name: np.ascontiguousarray(data[name]) for name in expected}
     except (OSError, KeyError, ValueError) as exc:
         raise IncompatibleBundleError(f"cannot read the forest table {path.name}: {exc}") from exc
-    for name, dtype in _FOREST_DTYPES.items():
+    for name, dtype in expected.items():
         if arrays[name].dtype != dtype or arrays[name].ndim != 1:
             raise IncompatibleBundleError(f"forest table {name}: unexpected dtype/shape")
     check_forest(arrays, task)
@@ -149,29 +155,42 @@ def _load_forest(path: Path, task: TreeTask) -> dict[str, np.ndarray]:
 
 def check_forest(arrays: dict[str, np.ndarray], task: TreeTask) -> None:
     """Every node, child, feature, leaf and output index within bounds (pure)."""
-    nodes, roots = arrays["nodes"], arrays["roots"]
-    n, ntree = len(nodes), len(roots)
-    widths, offsets = arrays["out_width"], arrays["out_offset"]
-    problems = []
-    if ntree == 0 or len(arrays["depths"]) != ntree or len(widths) != ntree \
-            or len(offsets) != ntree or len(arrays["tree_count"]) != task.width:
-        problems.append("array lengths disagree")
-    elif roots[0] != 0 or np.any(np.diff(roots) <= 0) or roots[-1] >= n:
-        problems.append("tree roots out of order or out of range")
-    else:
-        tree_of = np.searchsorted(roots, np.arange(n), side="right") - 1
-        lo, hi = roots[tree_of], np.append(roots[1:], n)[tree_of]
-        for field in ("left", "right", "missing"):
-            if np.any((nodes[field] < lo) | (nodes[field] >= hi)):
-                problems.append(f"a {field} child outside its tree")
-        if np.any((nodes["feature"] < 0) | (nodes["feature"] >= task.num_feature)):
-            problems.append("a feature index out of range")
-        if np.any((nodes["leaf"] < 0)
-                  | (nodes["leaf"] + widths[tree_of] > len(arrays["leaf_values"]))):
-            problems.append("a leaf index out of range")
-        if np.any((offsets < 0) | (widths < 1) | (offsets + widths > task.width)):
-            problems.append("an output column out of range")
-        if np.any((arrays["depths"] < 0) | (arrays["depths"] > n)):
-            problems.append("a tree depth out of range")
+    problems = _shape_problems(arrays, task)
+    if not problems:
+        problems = _index_problems(arrays, task)
     if problems:
         raise IncompatibleBundleError(f"the forest table is inconsistent: {'; '.join(problems)}")
+
+
+def _shape_problems(arrays: dict[str, np.ndarray], task: TreeTask) -> list[str]:
+    nodes, roots = arrays["nodes"], arrays["roots"]
+    ntree = len(roots)
+    if ntree == 0 or len(arrays["depths"]) != ntree or len(arrays["out_width"]) != ntree \
+            or len(arrays["out_offset"]) != ntree or len(arrays["tree_count"]) != task.width:
+        return ["array lengths disagree"]
+    if roots[0] != 0 or np.any(np.diff(roots) <= 0) or roots[-1] >= len(nodes):
+        return ["tree roots out of order or out of range"]
+    return []
+
+
+def _index_problems(arrays: dict[str, np.ndarray], task: TreeTask) -> list[str]:
+    nodes, roots = arrays["nodes"], arrays["roots"]
+    n = len(nodes)
+    widths, offsets = arrays["out_width"], arrays["out_offset"]
+    tree_of = np.searchsorted(roots, np.arange(n), side="right") - 1
+    lo, hi = roots[tree_of], np.append(roots[1:], n)[tree_of]
+    left, me = nodes["left"], np.arange(n)
+    leaf = (left == me) & np.isnan(nodes["threshold"]) & (nodes["feature"] == 0)
+    problems = []
+    if np.any(~leaf & ((left <= me) | (left + 1 >= hi))) or np.any(left < lo):
+        problems.append("a child outside its tree")
+    if np.any((nodes["feature"] & _FEATURE) >= task.num_feature):
+        problems.append("a feature index out of range")
+    if np.any((nodes["leaf"] < 0)
+              | (nodes["leaf"] + widths[tree_of] > len(arrays["leaf_values"]))):
+        problems.append("a leaf index out of range")
+    if np.any((offsets < 0) | (widths < 1) | (offsets + widths > task.width)):
+        problems.append("an output column out of range")
+    if np.any((arrays["depths"] < 0) | (arrays["depths"] > n)):
+        problems.append("a tree depth out of range")
+    return problems
