@@ -132,6 +132,7 @@ def _annotate(tl2cgen: Any, source: SourceModel, workdir: Path, params: dict[str
 
 
 def _write_forest(source: SourceModel, dest: Path) -> tuple[Path | None, str]:
+    assert source.tree is not None
     dump = json.loads(source.tree_model.dump_as_json(pretty_print=False))
     try:
         arrays = forest_arrays(dump, str(source.tree["input_dtype"]))
