@@ -141,7 +141,9 @@ def _split(node: dict[str, Any], real: type[np.floating[Any]]) -> tuple[int, int
     if op not in ("<", "<=", ">", ">="):
         raise ForestUnsupported(f"comparison {op!r}")
     if op in ("<=", ">"):
-        t = np.nextafter(t, real(np.inf))
+        # x <= +inf holds for every number, so no x >= t can stand for it: a NaN threshold
+        # makes x >= t false for every x (slot0); missing values still follow the default.
+        t = real(np.nan) if t == np.inf else np.nextafter(t, real(np.inf))
     slot0, slot1 = (true_child, false_child) if op in ("<", "<=") else (false_child, true_child)
     default = true_child if node["default_left"] else false_child
     return slot0, slot1, float(t), default == slot1

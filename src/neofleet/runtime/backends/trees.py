@@ -18,7 +18,6 @@ ctypes and numpy are needed: no treelite, tl2cgen or source library on the devic
 from __future__ import annotations
 
 import ctypes
-import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,10 +66,22 @@ class TreeBackend:
             raise IncompatibleBundleError("this bundle has no forest path: "
                                           f"{options.get('forest_unsupported', 'not built')}")
         self._variant = variant
+        self._kernel = self._bind_kernel()
         crossover = options.get("crossover_rows")  # None: the rows path for every batch
         self._crossover = int(crossover) if crossover is not None else 1 << 62
         self._threads = max(1, num_threads or len(os.sched_getaffinity(0)))
         self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
+
+    def _bind_kernel(self) -> tuple[Any, tuple[int, ...]]:
+        """The forest kernel for the input dtype and the table's pointers, resolved once."""
+        if self._forest is None:
+            return None, ()
+        f = self._forest
+        kernel = (self._lib.neofleet_forest_predict_f64 if self._input_dtype == np.float64
+                  else self._lib.neofleet_forest_predict_f32)
+        return kernel, (f["nodes"].ctypes.data, f["roots"].ctypes.data, f["depths"].ctypes.data,
+                        len(f["roots"]), f["leaf_values"].ctypes.data,
+                        f["out_offset"].ctypes.data, f["out_width"].ctypes.data)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         data = np.ascontiguousarray(inputs[0], dtype=self._input_dtype)
@@ -98,28 +109,23 @@ class TreeBackend:
 
     def _forest_chunks(self, data: np.ndarray, out: np.ndarray) -> None:
         rows = data.shape[0]
-        chunks = min(self._threads, max(1, rows // ROWS_PER_THREAD))
-        bounds = np.linspace(0, rows, chunks + 1, dtype=np.int64)
-        parts = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-        if self._pool is None or len(parts) == 1:
-            for a, b in parts:
-                self._forest_call(data, out, a, b)
+        chunks = min(self._threads, rows // ROWS_PER_THREAD)
+        if self._pool is None or chunks <= 1:
+            self._forest_call(data, out, 0, rows)
             return
+        step = -(-rows // chunks)
+        parts = [(a, min(a + step, rows)) for a in range(0, rows, step)]
         futures = [self._pool.submit(self._forest_call, data, out, a, b) for a, b in parts[1:]]
         self._forest_call(data, out, *parts[0])
         for future in futures:
             future.result()
 
     def _forest_call(self, data: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-        forest = self._forest
-        assert forest is not None
-        kernel = (self._lib.neofleet_forest_predict_f64 if data.dtype == np.float64
-                  else self._lib.neofleet_forest_predict_f32)
-        kernel(forest["nodes"].ctypes.data, forest["roots"].ctypes.data,
-               forest["depths"].ctypes.data, len(forest["roots"]),
-               forest["leaf_values"].ctypes.data, forest["out_offset"].ctypes.data,
-               forest["out_width"].ctypes.data, data[start:stop].ctypes.data, stop - start,
-               data.shape[1], out.shape[1], out[start:stop].ctypes.data)
+        """One kernel call on rows [start, stop) (ctypes releases the GIL meanwhile)."""
+        kernel, table = self._kernel
+        row_bytes, out_row_bytes = data.strides[0], out.strides[0]
+        kernel(*table, data.ctypes.data + start * row_bytes, stop - start, data.shape[1],
+               out.shape[1], out.ctypes.data + start * out_row_bytes)
 
 
 def _load_library(path: Path) -> Any:
@@ -176,18 +182,21 @@ def _shape_problems(arrays: dict[str, np.ndarray], task: TreeTask) -> list[str]:
 def _index_problems(arrays: dict[str, np.ndarray], task: TreeTask) -> list[str]:
     nodes, roots = arrays["nodes"], arrays["roots"]
     n = len(nodes)
-    widths, offsets = arrays["out_width"], arrays["out_offset"]
+    # int64 throughout: sums of int32 indices near 2**31 would wrap and pass the bounds.
+    widths = arrays["out_width"].astype(np.int64)
+    offsets = arrays["out_offset"].astype(np.int64)
     tree_of = np.searchsorted(roots, np.arange(n), side="right") - 1
     lo, hi = roots[tree_of], np.append(roots[1:], n)[tree_of]
-    left, me = nodes["left"], np.arange(n)
+    left, me = nodes["left"].astype(np.int64), np.arange(n)
     leaf = (left == me) & np.isnan(nodes["threshold"]) & (nodes["feature"] == 0)
     problems = []
     if np.any(~leaf & ((left <= me) | (left + 1 >= hi))) or np.any(left < lo):
         problems.append("a child outside its tree")
     if np.any((nodes["feature"] & _FEATURE) >= task.num_feature):
         problems.append("a feature index out of range")
-    if np.any((nodes["leaf"] < 0)
-              | (nodes["leaf"] + widths[tree_of] > len(arrays["leaf_values"]))):
+    leaf_index = nodes["leaf"].astype(np.int64)
+    if np.any((leaf_index < 0)
+              | (leaf_index + widths[tree_of] > len(arrays["leaf_values"]))):
         problems.append("a leaf index out of range")
     if np.any((offsets < 0) | (widths < 1) | (offsets + widths > task.width)):
         problems.append("an output column out of range")
