@@ -1,4 +1,4 @@
-"""The ``neofleet`` command line: compile | inspect | push | pull | serve | targets.
+"""The ``neofleet`` command line: compile | inspect | push | pull | serve | targets | sandbox.
 
 Progress goes to stderr; ``--json`` puts a machine-readable result on stdout (a compile
 pod's termination message uses it). Failures exit non-zero with a one-line reason.
@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from neofleet.errors import NeofleetError
+from neofleet.sandbox.cli import sandbox
 
 
 def _progress(message: str) -> None:
@@ -256,6 +257,8 @@ def targets(as_json: bool) -> None:
         click.echo(f"{t.name:<18} {t.arch:<8} {t.device_type:<4} "
                    f"{','.join(t.backends):<22} {here:<10} {t.description}{built}")
 
+
+main.add_command(sandbox)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ Each package defines its own branch and draws it in its module docstring:
     NeofleetError
     ├── neofleet.bundle.BundleError
     ├── neofleet.compiler.CompileError
-    └── neofleet.runtime.RuntimeModelError
+    ├── neofleet.runtime.RuntimeModelError
+    └── neofleet.sandbox.errors.SandboxError
 
 Callers at a boundary (the CLI, a compile pod, the operator) catch ``NeofleetError`` and
 turn it into a one-line reason; anything else is a bug and keeps its traceback.

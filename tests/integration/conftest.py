@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.registry import RegistryServer, registry_binary
+from tests.support.sandbox import kube_api, namespace, sandbox_cluster  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -83,5 +83,6 @@ def crossover_rows(timings: dict[str, dict[str, float]]) -> tuple[int | None, st
     table = ", ".join(f"{n}: {rows[str(n)]:.3f}/{forest[str(n)]:.3f}" for n in counts)
     for i, n in enumerate(counts):
         if all(forest[str(m)] <= rows[str(m)] for m in counts[i:]):
-            return n, f"forest path from {n} rows (rows/forest ms by batch: {table})"
+            start = "1 row" if n == 1 else f"{n} rows"
+            return n, f"forest path from {start} (rows/forest ms by batch: {table})"
     return None, f"rows path for every batch (rows/forest ms by batch: {table})"
