@@ -7,7 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.registry import RegistryServer, registry_binary
-from tests.support.sandbox import kube_api, namespace, sandbox_cluster  # noqa: F401 (fixtures)
+from tests.support.sandbox import (  # noqa: F401 (fixtures)
+    kube_api,
+    namespace,
+    node_pools,
+    sandbox_cluster,
+)
 
 
 @pytest.fixture(scope="session")

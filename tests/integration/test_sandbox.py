@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,14 @@ def core(api: Any) -> Any:
     return client.CoreV1Api(api)
 
 
-def test_nodes_of_every_pool_are_ready_with_fresh_leases(kube_api: Any) -> None:
+def test_nodes_of_every_pool_are_ready_with_fresh_leases(kube_api: Any,
+                                                         node_pools: Any) -> None:
     from kubernetes import client
 
+    from neofleet.sandbox.pools import node_names
+
     nodes = {n.metadata.name: n for n in core(kube_api).list_node().items}
+    assert set(nodes) == {name for pool in node_pools for name in node_names(pool)}
     assert set(nodes) == {"cpu-amd64-0", "cpu-amd64-1", "edge-arm64-0", "edge-arm64-1",
                           "gpu-t4-0"}
     for node in nodes.values():
@@ -43,6 +48,8 @@ def test_nodes_of_every_pool_are_ready_with_fresh_leases(kube_api: Any) -> None:
     assert nodes["gpu-t4-0"].status.allocatable["nvidia.com/gpu"] == "1"
     leases = client.CoordinationV1Api(kube_api).list_namespaced_lease("kube-node-lease")
     assert {lease.spec.holder_identity for lease in leases.items} == set(nodes)
+    now = datetime.now(UTC)
+    assert all((now - lease.spec.renew_time).total_seconds() < 30 for lease in leases.items)
 
 
 TEST_CRD = {

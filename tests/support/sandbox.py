@@ -4,7 +4,7 @@ runs, so what tests use is what a developer brings up by hand.
 - ``sandbox_cluster`` (session): a cluster in a temporary folder, stopped at the end even
   when tests fail (and on interpreter exit, as a last resort);
 - ``kube_api``: an admin ``ApiClient``; ``namespace``: a fresh namespace per test, deleted
-  after it.
+  after it; ``node_pools``: the pools the cluster simulates.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 
 from neofleet.sandbox import cluster
 from neofleet.sandbox.cluster import Sandbox
+from neofleet.sandbox.pools import DEFAULT_POOLS, Pool
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,12 @@ def sandbox_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
         yield started
     finally:
         cluster.down(folder)
+
+
+@pytest.fixture(scope="session")
+def node_pools(sandbox_cluster: Sandbox) -> tuple[Pool, ...]:
+    """The pools the session cluster simulates (the defaults)."""
+    return DEFAULT_POOLS
 
 
 @pytest.fixture(scope="session")
