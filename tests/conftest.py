@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.registry import RegistryServer, registry_binary
+from tests.support.sandbox import (  # noqa: F401 (session fixtures shared by every tier)
+    kube_api,
+    namespace,
+    node_pools,
+    sandbox_cluster,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_ONNX = ROOT / "examples" / "models" / "tiny_cnn.onnx"
@@ -47,3 +56,12 @@ def example_onnx(tmp_path: Path) -> Path:
     dest = tmp_path / "tiny_cnn.onnx"
     shutil.copyfile(EXAMPLE_ONNX, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """One real docker-registry for the whole session (filesystem storage in a temp dir)."""
+    if registry_binary() is None:
+        pytest.skip("docker-registry is not installed (Debian package docker-registry)")
+    with RegistryServer() as server:
+        yield server

@@ -1,4 +1,5 @@
-"""The ``neofleet`` command line: compile | inspect | push | pull | serve | targets | sandbox.
+"""The ``neofleet`` command line: compile | inspect | push | pull | serve | targets | crds |
+operator | compile-pod | sandbox.
 
 Progress goes to stderr; ``--json`` puts a machine-readable result on stdout (a compile
 pod's termination message uses it). Failures exit non-zero with a one-line reason.
@@ -259,6 +260,45 @@ def targets(as_json: bool) -> None:
 
 
 main.add_command(sandbox)
+
+
+@main.command("compile-pod")
+@click.option("--result", type=click.Path(path_type=Path), default=Path("/dev/termination-log"),
+              show_default=True, help="Where the result JSON goes (the termination message).")
+def compile_pod(result: Path) -> None:
+    """Run the compile request in $NEOFLEET_COMPILE_REQUEST (what a compile pod runs)."""
+    from neofleet.compiler.pod import main as run_pod
+
+    sys.exit(run_pod(result))
+
+
+@main.command()
+@click.option("--namespace", "namespaces", multiple=True,
+              help="Watch these namespaces (repeatable); default: the whole cluster.")
+@click.option("--compiler-image", default="ghcr.io/neofleet/neofleet-compiler:0.1.0",
+              show_default=True, envvar="NEOFLEET_COMPILER_IMAGE")
+@click.option("--liveness", default=None, metavar="URL",
+              help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--peering", default=None, help="kopf peering name (several replicas).")
+def operator(namespaces: tuple[str, ...], compiler_image: str, liveness: str | None,
+             metrics_port: int | None, metrics_host: str, peering: str | None) -> None:
+    """Run the neofleet operator (kopf) against the cluster of $KUBECONFIG or in-cluster."""
+    from neofleet.operator.main import run
+
+    run(namespaces, compiler_image, liveness, metrics_port, metrics_host, peering)
+
+
+@main.command()
+@click.option("--output", type=click.Path(path_type=Path), default=Path("crds"),
+              show_default=True, help="Folder to write the CRD YAML files to.")
+def crds(output: Path) -> None:
+    """Write the CompilationJob and EdgeModelDeployment CRDs generated from neofleet.api."""
+    from neofleet.api.crd import write_crds
+
+    for path in write_crds(output):
+        click.echo(str(path))
 
 if __name__ == "__main__":
     main()

@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.support.registry import RegistryServer, registry_binary
-from tests.support.sandbox import (  # noqa: F401 (fixtures)
-    kube_api,
-    namespace,
-    node_pools,
-    sandbox_cluster,
-)
-
-
-@pytest.fixture(scope="session")
-def registry() -> Iterator[RegistryServer]:
-    """One real docker-registry for the whole session (filesystem storage in a temp dir)."""
-    if registry_binary() is None:
-        pytest.skip("docker-registry is not installed (Debian package docker-registry)")
-    with RegistryServer() as server:
-        yield server
-
-
 # ---------------------------------------------------------------------------- neofleet serve
 # Real `neofleet serve` processes on free 127.0.0.1 ports (tests/integration/test_server*.py),
 # and the small ONNX Runtime bundles they serve. Every process is stopped by PID.
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import (
+    Callable,
+    Iterator,
+)
+from pathlib import Path
+from typing import Any
 
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import httpx
+import numpy as np
+import pytest
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tests.support.registry import free_port  # noqa: E402
+from tests.support.registry import (
+    free_port,
+    )
 
 SERVER_W = np.arange(8, dtype=np.float32).reshape(4, 2) / 10  # y = x @ SERVER_W
 SLOW_MATMULS = 256  # ~0.3 s per request on one core: long enough to be caught in flight

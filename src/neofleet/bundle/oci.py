@@ -263,6 +263,26 @@ def pull_bundle(ref: str, dest: Path, *, insecure: bool | None = None) -> Bundle
     return replace(bundle, path=dest)
 
 
+def pull_file(ref: str, folder: Path, *, insecure: bool | None = None) -> Path:
+    """Fetch the single-layer artifact ``ref`` names by digest (a model file pushed with
+    ``oras push``), verify manifest and layer digests, and return the file in ``folder``
+    (named by its ``org.opencontainers.image.title``, reduced to a base name)."""
+    source = parse_reference(ref)
+    if source.digest is None:
+        raise ReferenceError_(f"{ref}: a pull needs a digest (oci://…@sha256:…)")
+    with _connect(source, insecure) as remote:
+        doc = remote.get_manifest(source.digest)
+        layers = doc.get("layers")
+        if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+            raise BundleFormatError(f"{source.uri}: a model artifact has exactly one layer")
+        layer = _blob(layers[0], str(layers[0].get("mediaType")), _MAX_LAYER_BYTES, source.uri)
+        title = (layers[0].get("annotations") or {}).get("org.opencontainers.image.title", "")
+        name = Path(str(title)).name
+        path = Path(folder) / (name if name not in ("", ".", "..") else "model")
+        remote.download_blob(layer, path)
+    return path
+
+
 def resolve_reference(ref: str, *, insecure: bool | None = None) -> OciReference:
     """Return ``ref`` with the digest its tag points to now (unchanged if it has one)."""
     source = parse_reference(ref)

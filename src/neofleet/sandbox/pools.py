@@ -45,9 +45,9 @@ class Pool(BaseModel):
 DEFAULT_POOLS: tuple[Pool, ...] = (
     Pool(name="cpu-amd64", nodes=2, arch="amd64", labels={
         "node.kubernetes.io/instance-type": "c6i.xlarge",
-        "feature.node.kubernetes.io/cpu-cpuid.AVX2": "true",
-        "feature.node.kubernetes.io/cpu-cpuid.AVX512F": "true",
-        "feature.node.kubernetes.io/cpu-cpuid.AVX512VNNI": "true",
+        **{f"feature.node.kubernetes.io/cpu-cpuid.{flag}": "true" for flag in (
+            "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL",
+            "AVX512VNNI")},
         "feature.node.kubernetes.io/cpu-model.vendor_id": "Intel",
     }),
     Pool(name="edge-arm64", nodes=2, arch="arm64", labels={

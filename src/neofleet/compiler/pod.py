@@ -1,0 +1,183 @@
+"""What a compile pod runs: fetch → check → compile one target → push → report.
+
+The operator puts the request in the env var ``NEOFLEET_COMPILE_REQUEST`` (JSON: the
+CompilationJob's model, one target, output, verify, the result path). The result goes to
+the termination-message file as one JSON object of at most 4 KiB, which the operator
+reads from the pod's status; success always carries the pushed artifact's digest:
+
+    {"ok": true, "target": "edge", "artifact": {"uri": "oci://…@sha256:…",
+     "digest": "sha256:…"}, "backend": "tvm", "verification": {...}, "benchmark_ms": 1.2,
+     "compiler": {...}}
+    {"ok": false, "target": "edge", "reason": "VerificationFailed", "message": "…"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from neofleet.compiler.errors import CompileError, ModelLoadError
+from neofleet.errors import NeofleetError
+
+REQUEST_ENV = "NEOFLEET_COMPILE_REQUEST"
+PVC_ROOT_ENV = "NEOFLEET_PVC_ROOT"        # where the pod mounts pvc://CLAIM (default /models)
+MAX_MESSAGE = 4096
+MAX_DOWNLOAD = 4 << 30
+
+
+class ModelFetchError(CompileError):
+    reason = "ModelFetchFailed"
+
+
+class ModelDigestError(CompileError):
+    reason = "ModelDigestMismatch"
+
+
+def run_request(request: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Do the whole job; the result document (never raises a NeofleetError)."""
+    target = request["target"]
+    try:
+        model = fetch_model(request["model"], scratch / "model")
+        return {"ok": True, "target": target["name"], **_compile_and_push(request, model, scratch)}
+    except NeofleetError as exc:
+        return {"ok": False, "target": target["name"], "reason": exc.reason,
+                "message": str(exc)[:1500]}
+
+
+def fetch_model(model: dict[str, Any], folder: Path) -> Path:
+    """The model file, fetched from its URI into ``folder`` and checked against sha256."""
+    uri = model["uri"]
+    scheme = urllib.parse.urlsplit(uri).scheme
+    folder.mkdir(parents=True, exist_ok=True)
+    if scheme == "file":
+        path = Path(urllib.parse.urlsplit(uri).path)
+    elif scheme == "pvc":
+        claim_path = uri[len("pvc://"):]
+        path = Path(os.environ.get(PVC_ROOT_ENV, "/models")) / claim_path
+    elif scheme == "https":
+        path = _download(uri, folder)
+    elif scheme == "oci":
+        path = _pull_model(uri, folder)
+    else:
+        raise ModelFetchError(f"model URIs with scheme {scheme!r} are not supported by this "
+                              "compile image (file, pvc, https and oci are)")
+    if not path.is_file():
+        raise ModelFetchError(f"model {uri} not found (looked at {path})")
+    _check_sha256(path, model.get("sha256"), uri)
+    return path
+
+
+def _check_sha256(path: Path, expected: str | None, uri: str) -> None:
+    if not expected:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise ModelDigestError(f"model {uri} has sha256 {digest.hexdigest()}, the spec says "
+                               f"{expected}")
+
+
+def _download(uri: str, folder: Path) -> Path:
+    name = Path(urllib.parse.urlsplit(uri).path).name or "model"
+    path = folder / name
+    try:
+        with urllib.request.urlopen(uri, timeout=60) as response, path.open("wb") as out:  # noqa: S310
+            copied = 0
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                copied += len(chunk)
+                if copied > MAX_DOWNLOAD:
+                    raise ModelFetchError(f"model {uri} is larger than {MAX_DOWNLOAD} bytes")
+                out.write(chunk)
+    except OSError as exc:
+        raise ModelFetchError(f"cannot download {uri}: {exc}") from exc
+    return path
+
+
+def _pull_model(uri: str, folder: Path) -> Path:
+    """An OCI artifact whose single layer is the model file, pulled by digest."""
+    from neofleet.bundle.errors import BundleError
+    from neofleet.bundle.oci import pull_file
+
+    try:
+        return pull_file(uri, folder)
+    except BundleError as exc:
+        raise ModelFetchError(f"cannot pull model {uri}: {exc}") from exc
+
+
+def _compile_and_push(request: dict[str, Any], model: Path, scratch: Path) -> dict[str, Any]:
+    from neofleet.bundle.oci import push_bundle
+    from neofleet.compiler.inputs import InputDecl
+    from neofleet.compiler.pipeline import CompileRequest, compile_model
+    from neofleet.compiler.verify import Tolerance
+
+    target, verify = request["target"], request.get("verify", {})
+    if "device" not in target:
+        raise CompileError("platform targets are not compiled by this version; use a device "
+                           "preset (`neofleet targets`)")
+    inputs = [InputDecl(i["name"], tuple(i["shape"]), i.get("dtype"))
+              for i in request["model"].get("inputs", [])]
+    result = compile_model(CompileRequest(
+        model=model, framework=request["model"]["framework"], inputs=inputs,
+        targets=[target["device"]], output=scratch / "out", backend=target.get("backend", "auto"),
+        tuning_trials=int(target.get("tuning", {}).get("trials", 0)), tuning_db=None,
+        tolerance=Tolerance(rtol=verify.get("rtol", 1e-3), atol=verify.get("atol", 1e-4),
+                            samples=verify.get("samples", 3)),
+        progress=lambda line: print(line, flush=True)))
+    built = result.targets[0]
+    if built.bundle is None:
+        assert built.error is not None
+        raise built.error
+    repository = request["output"]["repository"].removeprefix("oci://")
+    pushed = push_bundle(built.bundle.path, f"oci://{repository}:{target['name']}")
+    meta = built.bundle.meta.neofleet
+    uri = f"oci://{repository}@{pushed.manifest_digest}"
+    return {"artifact": {"uri": uri, "digest": pushed.manifest_digest},
+            "backend": meta.backend, "compiler": dict(meta.compiler),
+            "verification": {k: v for k, v in (("maxAbsError", meta.verification.max_abs_error),
+                                               ("maxRelError", meta.verification.max_rel_error))
+                             if v is not None},
+            "benchmark_ms": meta.benchmark.median_ms if meta.benchmark else None,
+            "verification_method": meta.verification.method}
+
+
+def write_result(result: dict[str, Any], path: Path) -> None:
+    """At most 4 KiB (what the kubelet keeps), always valid JSON."""
+    data = json.dumps(result, separators=(",", ":"))
+    if len(data.encode()) > MAX_MESSAGE:
+        result = {**result, "message": str(result.get("message", ""))[:500],
+                  "compiler": {}}
+        data = json.dumps(result, separators=(",", ":"))[:MAX_MESSAGE]
+    path.write_text(data)
+
+
+def main(result_path: Path) -> int:
+    raw = os.environ.get(REQUEST_ENV)
+    if not raw:
+        write_result({"ok": False, "target": "", "reason": "InvalidRequest",
+                      "message": f"{REQUEST_ENV} is not set"}, result_path)
+        return 2
+    try:
+        request = json.loads(raw)
+    except ValueError as exc:
+        write_result({"ok": False, "target": "", "reason": "InvalidRequest",
+                      "message": f"{REQUEST_ENV} is not JSON: {exc}"}, result_path)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="neofleet-pod-"))
+    try:
+        result = run_request(request, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_result(result, result_path)
+    return 0 if result["ok"] else 1
+
+
+__all__ = ["ModelLoadError", "main", "run_request"]

@@ -1,0 +1,1 @@
+"""Pure planners: spec + observed objects → desired objects, status and events."""

@@ -1,0 +1,1 @@
+"""Desired objects → Kubernetes manifest dicts (pure)."""

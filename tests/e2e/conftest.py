@@ -1,0 +1,61 @@
+"""End-to-end fixtures: the CRDs installed in the session's sandbox cluster, and the
+operator running as a separate process under exactly the RBAC the chart grants."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neofleet.sandbox import processes
+from neofleet.sandbox.cluster import Sandbox
+from neofleet.sandbox.kube import apply_all, load_manifests
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPILER_IMAGE = "localhost/neofleet-compiler:e2e"
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kube_api: Any) -> None:
+    from kubernetes import client
+
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        apply_all(kube_api, load_manifests(path))
+    ext = client.ApiextensionsV1Api(kube_api)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = [any(c.type == "Established" and c.status == "True"
+                      for c in (crd.status.conditions or []))
+                  for crd in ext.list_custom_resource_definition().items
+                  if crd.spec.group == "neofleet.io"]
+        if len(states) == 2 and all(states):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the neofleet CRDs were not established")
+
+
+@pytest.fixture(scope="session")
+def operator_process(sandbox_cluster: Sandbox, kube_api: Any, crds_installed: None,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`neofleet operator` as the ServiceAccount bound to neofleet.operator.rbac only."""
+    from neofleet.operator.rbac import manifests
+
+    apply_all(kube_api, manifests())
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(sandbox_cluster.operator_kubeconfig),
+           "PYTHONUNBUFFERED": "1"}
+    process = processes.start([sys.executable, "-m", "neofleet.cli", "operator",
+                               "--compiler-image", COMPILER_IMAGE], log, env)
+    try:
+        time.sleep(1.0)
+        assert process.poll() is None, log.read_text()
+        yield log
+    finally:
+        processes.stop_child(process)
+        if os.environ.get("NEOFLEET_E2E_SHOW_LOGS"):
+            print(log.read_text())
