@@ -39,10 +39,11 @@ def crds_installed(kube_api: Any) -> None:
     raise AssertionError("the neofleet CRDs were not established")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator_process(sandbox_cluster: Sandbox, kube_api: Any, crds_installed: None,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """`neofleet operator` as the ServiceAccount bound to neofleet.operator.rbac only."""
+    """`neofleet operator` as the ServiceAccount bound to neofleet.operator.rbac only; one
+    per test module, so the chaos test's own operators never meet it."""
     from neofleet.operator.rbac import manifests
 
     apply_all(kube_api, manifests())

@@ -153,3 +153,40 @@ def test_a_gpu_target_without_a_matching_node_stays_pending_and_says_so(
     assert status["phase"] in ("Pending", "Compiling")
     assert "nvidia.com/gpu" in status["targets"][0]["message"] or \
         "node(s) didn't match" in status["targets"][0]["message"]
+
+
+def test_a_spec_change_recompiles_only_changed_targets_and_delete_removes_jobs(
+        kube_api: Any, namespace: str, registry: Any, operator_process: Path) -> None:
+    from kubernetes import client
+
+    batch = client.BatchV1Api(kube_api)
+    repo = f"oci://127.0.0.1:{registry.port}/models/change"
+    targets = [{"name": "cpu", "device": "x86_64-avx512", "backend": "onnxruntime"},
+               {"name": "edge", "device": "aarch64", "backend": "onnxruntime"}]
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                     cj("change", repo, targets))
+
+    def finished(generation: int) -> bool:
+        status = status_of(kube_api, namespace, "change")
+        return status.get("observedGeneration") == generation and \
+            status.get("phase") == "Succeeded"
+
+    wait_until(lambda: finished(1), "the first compile", 600)
+    first = {j.metadata.labels["neofleet.io/target"]: j.metadata.name
+             for j in batch.list_namespaced_job(namespace).items}
+    custom(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "change",
+        {"spec": {"targets": [targets[0], {**targets[1], "backend": "tvm"}]}})
+    wait_until(lambda: finished(2), "the recompile of the changed target", 600)
+    wait_until(lambda: len(batch.list_namespaced_job(namespace).items) == 2,
+               "the old Job of the changed target to go", 60)
+    second = {j.metadata.labels["neofleet.io/target"]: j.metadata.name
+              for j in batch.list_namespaced_job(namespace).items}
+    assert second["cpu"] == first["cpu"], "an unchanged target is not recompiled"
+    assert second["edge"] != first["edge"]
+    rows = {r["name"]: r for r in status_of(kube_api, namespace, "change")["targets"]}
+    assert rows["edge"]["backend"] == "tvm" and rows["cpu"]["backend"] == "onnxruntime"
+    custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                     "change")
+    wait_until(lambda: not batch.list_namespaced_job(namespace).items,
+               "the garbage collector to remove the Jobs", 60)
