@@ -12,6 +12,12 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "neofleet"
 FORBIDDEN = {
+    # the operator reads the target catalogue (plain data) and nothing else of the compiler
+    "operator": ("neofleet.runtime", "neofleet.sandbox", "neofleet.compiler.pipeline",
+                 "neofleet.compiler.backends", "neofleet.compiler.ingest", "tvm", "torch",
+                 "onnx", "onnxruntime"),
+    "api": ("kopf", "kubernetes", "neofleet.operator", "neofleet.compiler", "neofleet.runtime"),
+    "sandbox": ("neofleet.operator", "neofleet.compiler", "neofleet.runtime"),
     "runtime": ("neofleet.compiler", "neofleet.cli", "tvm", "torch", "onnx"),
     "bundle": ("neofleet.compiler", "neofleet.runtime", "neofleet.cli", "tvm", "torch", "onnx",
                "onnxruntime"),
@@ -36,6 +42,11 @@ def test_package_does_not_import_upper_layers(package: str) -> None:
             if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[package]):
                 offenders.append(f"{path.relative_to(SRC)} imports {name}")
     assert offenders == []
+
+
+def test_planners_import_neither_kopf_nor_kubernetes() -> None:
+    for path in sorted((SRC / "operator" / "planning").rglob("*.py")):
+        assert not {n.split(".")[0] for n in _imports(path)} & {"kopf", "kubernetes"}, path
 
 
 def test_importing_neofleet_and_the_cli_is_light() -> None:
