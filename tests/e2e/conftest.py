@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,16 @@ def crds_installed(kube_api: Any) -> None:
     raise AssertionError("the neofleet CRDs were not established")
 
 
+@dataclass(frozen=True)
+class OperatorProcess:
+    log: Path
+    metrics_port: int
+    liveness: str
+
+
 @pytest.fixture(scope="module")
 def operator_process(sandbox_cluster: Sandbox, kube_api: Any, crds_installed: None,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """`neofleet operator` as the ServiceAccount bound to neofleet.operator.rbac only; one
     per test module, so the chaos test's own operators never meet it."""
     from neofleet.operator.rbac import manifests
@@ -50,12 +58,15 @@ def operator_process(sandbox_cluster: Sandbox, kube_api: Any, crds_installed: No
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(sandbox_cluster.operator_kubeconfig),
            "PYTHONUNBUFFERED": "1"}
+    metrics_port = processes.free_port()
+    liveness = f"http://127.0.0.1:{processes.free_port()}/healthz"
     process = processes.start([sys.executable, "-m", "neofleet.cli", "operator",
-                               "--compiler-image", COMPILER_IMAGE], log, env)
+                               "--compiler-image", COMPILER_IMAGE, "--metrics-port",
+                               str(metrics_port), "--liveness", liveness], log, env)
     try:
         time.sleep(1.0)
         assert process.poll() is None, log.read_text()
-        yield log
+        yield OperatorProcess(log, metrics_port, liveness)
     finally:
         processes.stop_child(process)
         if os.environ.get("NEOFLEET_E2E_SHOW_LOGS"):

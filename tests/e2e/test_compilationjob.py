@@ -50,7 +50,8 @@ def events_of(api: Any, namespace: str, name: str) -> list[Any]:
 
 
 def test_two_targets_compile_on_their_pools_and_push_by_digest(
-        kube_api: Any, namespace: str, registry: Any, operator_process: Path) -> None:
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any,
+        tmp_path: Path) -> None:
     from kubernetes import client
 
     from neofleet.bundle.oci import pull_bundle
@@ -64,13 +65,13 @@ def test_two_targets_compile_on_their_pools_and_push_by_digest(
                       "the CompilationJob to finish", 900)
     assert done
     status = status_of(kube_api, namespace, "tiny")
-    assert status["phase"] == "Succeeded", (status, operator_process.read_text()[-3000:])
+    assert status["phase"] == "Succeeded", (status, operator_process.log.read_text()[-3000:])
     assert status["succeeded"] == "2/2" and status["observedGeneration"] == 1
     rows = {row["name"]: row for row in status["targets"]}
     for name in ("cpu", "edge"):
         artifact = rows[name]["artifact"]
         assert artifact["uri"].endswith("@" + artifact["digest"])
-        bundle = pull_bundle(artifact["uri"], Path(f"/tmp/neofleet-e2e-{namespace}-{name}"))
+        bundle = pull_bundle(artifact["uri"], tmp_path / name)
         expected = "x86_64" if name == "cpu" else "aarch64"
         assert bundle.meta.requirements.target_arch == expected
         assert bundle.meta.neofleet.verification.passed
@@ -99,7 +100,7 @@ def _table(api: Any, namespace: str) -> dict[str, Any]:
 
 
 def test_an_invalid_spec_is_rejected_or_marked_failed(kube_api: Any, namespace: str,
-                                                      operator_process: Path) -> None:
+                                                      operator_process: Any) -> None:
     from kubernetes.client.rest import ApiException
 
     bad_uri = cj("bad-uri", "oci://127.0.0.1:5000/x/y", [{"name": "a", "device": "aarch64"}],
@@ -121,7 +122,7 @@ def test_an_invalid_spec_is_rejected_or_marked_failed(kube_api: Any, namespace: 
 
 
 def test_a_model_that_fails_to_compile_reports_the_compilers_reason(
-        kube_api: Any, namespace: str, registry: Any, operator_process: Path,
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any,
         tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07this is not an onnx model")
@@ -138,7 +139,7 @@ def test_a_model_that_fails_to_compile_reports_the_compilers_reason(
 
 
 def test_a_gpu_target_without_a_matching_node_stays_pending_and_says_so(
-        kube_api: Any, namespace: str, operator_process: Path) -> None:
+        kube_api: Any, namespace: str, operator_process: Any) -> None:
     spec = cj("a100", "oci://127.0.0.1:5000/models/a100", [{"name": "gpu",
                                                            "device": "nvidia-a100"}])
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, spec)
@@ -156,7 +157,7 @@ def test_a_gpu_target_without_a_matching_node_stays_pending_and_says_so(
 
 
 def test_a_spec_change_recompiles_only_changed_targets_and_delete_removes_jobs(
-        kube_api: Any, namespace: str, registry: Any, operator_process: Path) -> None:
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any) -> None:
     from kubernetes import client
 
     batch = client.BatchV1Api(kube_api)
@@ -190,3 +191,19 @@ def test_a_spec_change_recompiles_only_changed_targets_and_delete_removes_jobs(
                                                      "change")
     wait_until(lambda: not batch.list_namespaced_job(namespace).items,
                "the garbage collector to remove the Jobs", 60)
+
+
+def test_the_operator_serves_its_metrics_and_liveness(operator_process: Any) -> None:
+    """After the compiles above: reconcile counts and compile durations by target."""
+    import urllib.request
+
+    with urllib.request.urlopen(operator_process.liveness, timeout=5) as response:
+        assert response.status == 200
+    url = f"http://127.0.0.1:{operator_process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line and not line.startswith("#")}
+    assert samples['neofleet_operator_reconciles_total{kind="CompilationJob",outcome="ok"}'] > 0
+    assert samples['neofleet_compile_duration_seconds_count{outcome="Succeeded",target="cpu"}'] \
+        >= 1

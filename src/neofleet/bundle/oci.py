@@ -175,6 +175,33 @@ def push_bundle(bundle_dir: Path, ref: str, *, insecure: bool | None = None) -> 
     return PushResult(staged.digest, uri, staged.bundle.digest, target.tag, staged.layer["size"])
 
 
+MODEL_ARTIFACT_TYPE = "application/vnd.neofleet.model.v1"
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+
+
+def push_file(path: Path, ref: str, *, insecure: bool | None = None) -> str:
+    """Upload one file (a model) as a single-layer OCI artifact; its ``oci://…@sha256``
+    URI, which ``pull_file`` and a CompilationJob's ``spec.model.uri`` accept."""
+    target = parse_reference(ref)
+    if target.digest is not None:
+        raise ReferenceError_(f"{ref}: push to a tag or a bare repository, not to a digest")
+    with tempfile.TemporaryDirectory(prefix="neofleet-push-") as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_bytes(b"{}")
+        config = _descriptor(EMPTY_MEDIA_TYPE, config_path)
+        layer = _descriptor("application/octet-stream", Path(path))
+        layer["annotations"] = {TITLE_ANNOTATION: Path(path).name}
+        manifest = _canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                                    "artifactType": MODEL_ARTIFACT_TYPE, "config": config,
+                                    "layers": [layer]})
+        digest = _sha256_bytes(manifest)
+        with _connect(target, insecure) as remote:
+            remote.upload_blob(config_path, config)
+            remote.upload_blob(Path(path), layer)
+            remote.put_manifest(manifest, target.tag or digest, digest)
+    return replace(target, digest=digest).uri
+
+
 def _stage(bundle_dir: Path, tmp: Path) -> _Staged:
     layer_path = tmp / LAYER_TITLE
     bundle = pack_bundle(bundle_dir, layer_path)  # verifies every file first (open_bundle)
