@@ -40,3 +40,39 @@ def test_pvc_and_file_models_and_refusals(tmp_path: Path,
         fetch_model({"uri": "pvc://store/missing.onnx"}, tmp_path / "z")
     with pytest.raises(ModelFetchError, match="'s3' are not supported"):
         fetch_model({"uri": "s3://bucket/m.onnx"}, tmp_path / "w")
+
+
+def test_an_https_model_is_downloaded_and_checked(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real TLS server on 127.0.0.1 with a certificate made by openssl, trusted through
+    SSL_CERT_FILE as a pod would trust its cluster's CA bundle."""
+    import http.server
+    import ssl
+    import subprocess
+    import threading
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "m.onnx").write_bytes(b"onnx-bytes")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        url = f"https://127.0.0.1:{server.server_address[1]}/m.onnx"
+        sha = hashlib.sha256(b"onnx-bytes").hexdigest()
+        assert fetch_model({"uri": url, "sha256": sha}, tmp_path / "dl").read_bytes() == \
+            b"onnx-bytes"
+        with pytest.raises(ModelFetchError, match="cannot download"):
+            fetch_model({"uri": url.replace("m.onnx", "missing.onnx")}, tmp_path / "dl2")
+    finally:
+        server.shutdown()
+        server.server_close()
