@@ -244,21 +244,22 @@ def test_an_unknown_image_is_reported_like_a_failed_pull(kube_api: Any, namespac
 
 def test_the_operator_kubeconfig_has_only_the_rbac_granted(
         kube_api: Any, sandbox_cluster: Any, namespace: str) -> None:
+    """ConfigMaps: nothing the operator's own RBAC grants (other tests may bind it)."""
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
     operator = core(config.new_client_from_config(str(sandbox_cluster.operator_kubeconfig)))
     with pytest.raises(ApiException) as caught:
-        operator.list_namespaced_pod(namespace)
+        operator.list_namespaced_config_map(namespace)
     assert caught.value.status == 403 and "neofleet-operator" in caught.value.body
     rbac = client.RbacAuthorizationV1Api(kube_api)
     rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "read-pods"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
+        "metadata": {"name": "read-configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})
     rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "read-pods"},
+        "metadata": {"name": "read-configmaps"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "read-pods"},
+                    "name": "read-configmaps"},
         "subjects": [{"kind": "ServiceAccount", "name": "neofleet-operator",
                       "namespace": "neofleet-system"}]})
     wait_until(lambda: _allowed(operator, namespace), "the binding to take effect", 10)
@@ -271,7 +272,7 @@ def _allowed(api: Any, namespace: str) -> bool:
     from kubernetes.client.rest import ApiException
 
     try:
-        api.list_namespaced_pod(namespace)
+        api.list_namespaced_config_map(namespace)
         return True
     except ApiException:
         return False

@@ -42,6 +42,16 @@ class Kube:
                 return None
             raise
 
+    def list_compilation_jobs(self, namespaces: list[str]) -> list[tuple[str, str]]:
+        """(namespace, name) of every CompilationJob watched."""
+        if not namespaces:
+            found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        else:
+            found = [item for ns in namespaces for item in
+                     self.custom.list_namespaced_custom_object(GROUP, VERSION, ns,
+                                                               PLURAL)["items"]]
+        return [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in found]
+
     def observed_jobs(self, namespace: str, cj: str) -> list[ObservedJob]:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{CJ_LABEL}={cj}")
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"{CJ_LABEL}={cj}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from neofleet.operator.planning.compilation import Settings
 from neofleet.operator.reconcile import Reconciler, placements
 
 DEFAULT_COMPILER_IMAGE = "ghcr.io/neofleet/neofleet-compiler:0.1.0"
+RESYNC_PERIOD_S = 60.0
 
 
 def run(namespaces: Sequence[str], compiler_image: str, liveness: str | None,
@@ -48,6 +50,17 @@ def run(namespaces: Sequence[str], compiler_image: str, liveness: str | None,
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # $KUBECONFIG or the in-cluster ServiceAccount, through the official client
         return kopf.login_via_client(**kwargs)
+
+    stop_resync = threading.Event()
+
+    @kopf.on.startup(registry=registry)
+    def start_resync(**_: object) -> None:
+        threading.Thread(target=reconciler.resync_forever, name="resync", daemon=True,
+                         args=(list(namespaces), RESYNC_PERIOD_S, stop_resync)).start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop(**_: object) -> None:
+        stop_resync.set()
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:

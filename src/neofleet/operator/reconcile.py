@@ -57,6 +57,17 @@ class Reconciler:
             self.metrics.observe_reconcile("CompilationJob", outcome,
                                            time.perf_counter() - started)
 
+    def resync_forever(self, namespaces: list[str], period_s: float,
+                       stop: threading.Event) -> None:
+        """Reconcile everything every ``period_s``: event handlers are not retried, so a
+        reconcile that failed on a transient API error is redone here."""
+        while not stop.wait(period_s):
+            try:
+                for namespace, name in self.kube.list_compilation_jobs(namespaces):
+                    self.reconcile(namespace, name)
+            except Exception:   # logged; the next round tries again
+                LOG.exception("periodic resync failed")
+
     def _reconcile(self, namespace: str, name: str) -> None:
         cj = self.kube.get_compilation_job(namespace, name)
         if cj is None or cj["metadata"].get("deletionTimestamp"):
