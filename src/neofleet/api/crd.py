@@ -8,7 +8,6 @@ calls it, and a test fails when the checked-in files differ from what it would w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +121,3 @@ def write_crds(folder: Path) -> list[Path]:
         written.append(path)
     return written
 
-
-def dumps(crd: dict[str, Any]) -> str:
-    return json.dumps(crd, sort_keys=True)

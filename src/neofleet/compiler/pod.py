@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from neofleet.compiler.errors import CompileError, ModelLoadError
+from neofleet.compiler.errors import CompileError
 from neofleet.errors import NeofleetError
 
 REQUEST_ENV = "NEOFLEET_COMPILE_REQUEST"
@@ -179,5 +179,3 @@ def main(result_path: Path) -> int:
     write_result(result, result_path)
     return 0 if result["ok"] else 1
 
-
-__all__ = ["ModelLoadError", "main", "run_request"]
