@@ -54,7 +54,7 @@ def namespace(kube_api: Any) -> Iterator[str]:
     core = client.CoreV1Api(kube_api)
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
-    _wait(lambda: bool(core.list_namespaced_service_account(name).items),
+    wait_until(lambda: bool(core.list_namespaced_service_account(name).items),
           f"the default ServiceAccount of {name}", 30)
     try:
         yield name
@@ -62,7 +62,7 @@ def namespace(kube_api: Any) -> Iterator[str]:
         core.delete_namespace(name)
 
 
-def _wait(check: Callable[[], object], what: str, timeout_s: float) -> Any:
+def wait_until(check: Callable[[], object], what: str, timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
@@ -71,8 +71,6 @@ def _wait(check: Callable[[], object], what: str, timeout_s: float) -> Any:
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
-
-wait_until = _wait
 
 
 def pod_folder(pod: Any) -> Path:

@@ -91,7 +91,6 @@ class Reconciler:
                 self.kube.post_event(cj, kind, reason, message)
             self._observe_compiles(cj.get("status") or {}, plan.status.wire())
 
-
     def _observe_compiles(self, before: dict[str, Any], after: dict[str, Any]) -> None:
         old = {r["name"]: r.get("phase") for r in before.get("targets", [])}
         for row in after.get("targets", []):

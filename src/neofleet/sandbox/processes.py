@@ -17,10 +17,20 @@ from pathlib import Path
 from neofleet.sandbox.errors import ClusterError
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (all held open while choosing, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def port_open(port: int) -> bool:
@@ -63,28 +73,29 @@ def stop(pid: int, expected: str, timeout_s: float) -> None:
     if not alive(pid, expected):
         _reap(pid)
         return
-    _signal_group(pid, signal.SIGTERM)
+    signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and alive(pid, expected):
         _reap(pid)
         time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
+    signal_group(pid, signal.SIGKILL)
     _reap(pid)
 
 
 def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
     """Stop a process this process started (its whole group), and reap it."""
     if process.poll() is None:
-        _signal_group(process.pid, signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
-    _signal_group(process.pid, signal.SIGKILL)
+    signal_group(process.pid, signal.SIGKILL)
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal a process group (falling back to the process itself); gone is fine."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -111,7 +111,7 @@ def plan_compilation(name: str, generation: int, spec: dict[str, Any],
             plan.create.append(wanted[target.name])
             running += 1
         rows.append(_row(target.name, wanted[target.name], job, job is not None
-                         or wanted[target.name] in plan.create, now))
+                         or wanted[target.name] in plan.create))
     plan.status = _status(generation, before, rows, now)
     plan.events = _events(before, plan.status)
     return plan
@@ -164,8 +164,8 @@ def _placement(target: CompileTarget, placement: Placement | None
     return selector, tolerations, resources
 
 
-def _row(target: str, desired: DesiredJob, job: ObservedJob | None, started: bool,
-         now: str) -> TargetStatus:
+def _row(target: str, desired: DesiredJob, job: ObservedJob | None,
+         started: bool) -> TargetStatus:
     row = TargetStatus(name=target, job=desired.name, inputs_hash=desired.inputs_hash)
     if job is None:
         row.phase = "Pending"

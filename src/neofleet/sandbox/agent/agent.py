@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from neofleet.sandbox.agent.runner import PodRunner, utc_now
 from neofleet.sandbox.agent.status import ContainerState, pod_status
 from neofleet.sandbox.errors import PodSpecError
 from neofleet.sandbox.pools import Pool, node_manifest, node_names, ready_conditions
+from neofleet.sandbox.processes import free_ports
 
 LOG = logging.getLogger("neofleet.sandbox.agent")
 PORTS_ANNOTATION = "sandbox.neofleet.io/ports"
@@ -41,28 +41,18 @@ LEASE_PERIOD_S, STATUS_PERIOD_S = 10.0, 40.0
 TERMINAL = ("Succeeded", "Failed")
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class NodeAgent:
     """Simulate the nodes of ``pools``; pods' folders live under ``folder/pods``."""
 
     def __init__(self, api: client.ApiClient, pools: tuple[Pool, ...], folder: Path,
                  host_env: Mapping[str, str]) -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.pools = {name: pool for pool in pools for name in node_names(pool)}
         self.folder = folder
         self.host_env = dict(host_env)
-        self.runners: dict[str, PodRunner] = {}
+        self.runners: dict[str, PodRunner | None] = {}   # None: refused, nothing runs
         self.deleting: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -118,7 +108,7 @@ class NodeAgent:
             try:
                 listing = self.core.list_pod_for_all_namespaces()
                 for pod in listing.items:
-                    self.handle(_as_dict(pod))
+                    self.handle(self._as_dict(pod))
                 stream = watch.Watch().stream(
                     self.core.list_pod_for_all_namespaces,
                     resource_version=listing.metadata.resource_version, timeout_seconds=60)
@@ -126,9 +116,9 @@ class NodeAgent:
                     if self.stopping.is_set():
                         return
                     if event["type"] in ("ADDED", "MODIFIED"):
-                        self.handle(_as_dict(event["object"]))
+                        self.handle(self._as_dict(event["object"]))
                     elif event["type"] == "DELETED":
-                        self.forget(_as_dict(event["object"]))
+                        self.forget(self._as_dict(event["object"]))
             except (ApiException, OSError, ValueError) as exc:
                 if not self.stopping.is_set():
                     LOG.warning("pod watch restarted: %s", exc)
@@ -155,7 +145,7 @@ class NodeAgent:
         if runner is not None:
             runner.stop()
 
-    def _start(self, pod: dict[str, Any]) -> PodRunner:
+    def _start(self, pod: dict[str, Any]) -> PodRunner | None:
         meta = pod["metadata"]
         folder = self.folder / "pods" / meta["uid"]
         declared = sum(len(c.get("ports", [])) for c in pod["spec"]["containers"])
@@ -166,7 +156,7 @@ class NodeAgent:
             LOG.warning("pod %s/%s: %s", meta["namespace"], meta["name"], exc)
             self._report_refusal(pod, images, exc)
             self._event(pod, "Warning", exc.reason, str(exc))
-            return _IdleRunner(pod)
+            return None
         self._annotate(plan)
         runner = PodRunner(plan, images, lambda states: self._report(pod, states))
         runner.start()
@@ -236,6 +226,12 @@ class NodeAgent:
                 return None
             raise
 
+    def _as_dict(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return obj
+        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return result
+
     def _quietly(self, call: Any, *args: Any, **kwargs: Any) -> None:
         """Pod writes that may race a deletion (404/409) are not errors."""
         try:
@@ -250,29 +246,13 @@ class NodeAgent:
             runners = list(self.runners.values())
             self.runners.clear()
         for runner in runners:
-            runner.stop()
+            if runner is not None:
+                runner.stop()
         for runner in runners:
-            runner.finished.wait(timeout=35)
+            if runner is not None:
+                runner.finished.wait(timeout=35)
 
 
-class _IdleRunner(PodRunner):
-    """Stands for a pod the agent refused: nothing runs, deletion still works."""
-
-    def __init__(self, pod: dict[str, Any]) -> None:
-        threading.Thread.__init__(self, daemon=True)
-        self.stopping = threading.Event()
-        self.finished = threading.Event()
-        self.finished.set()
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return obj
-    result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(obj)
-    return result
 
 
 def _micro_now() -> str:

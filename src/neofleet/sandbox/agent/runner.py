@@ -9,8 +9,6 @@ own work folder, stdout/stderr to files beside it; its PID is written next to th
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -24,6 +22,7 @@ from pathlib import Path
 
 from neofleet.sandbox.agent.podplan import ContainerPlan, PodPlan, Probe
 from neofleet.sandbox.agent.status import ContainerState, termination_message
+from neofleet.sandbox.processes import signal_group
 
 Report = Callable[[list[ContainerState]], None]
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 60.0   # the kubelet's are 10 s and 300 s
@@ -173,11 +172,6 @@ class PodRunner(threading.Thread):
                 process.wait()
             # whatever the group left behind
             signal_group(process.pid, signal.SIGKILL)
-
-
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def _read(path: Path) -> bytes:
