@@ -36,5 +36,14 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# moto's S3 server for the s3:// model tests, in its own interpreter: botocore pins
+# python-dateutil<3, which the kubernetes client in .venv cannot share.
+if ! "$PYTHON" -c "import moto.server" >/dev/null 2>&1 && [ ! -x .venv-moto/bin/python ]; then
+  echo "install: creating .venv-moto with moto[server]" >&2
+  "$PYTHON" -m venv .venv-moto
+  .venv-moto/bin/python -m pip install -q "moto[server]==5.2.1" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv-moto/bin/python -c "import moto.server" >/dev/null
+fi
+
 PIP=".venv/bin/python -m pip" bash scripts/setup-aarch64-python.sh
 echo "install: done" >&2

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.registry import RegistryServer, registry_binary
+from tests.support.s3 import S3Server, moto_python
 from tests.support.sandbox import (  # noqa: F401 (session fixtures shared by every tier)
     kube_api,
     namespace,
@@ -56,6 +57,15 @@ def example_onnx(tmp_path: Path) -> Path:
     dest = tmp_path / "tiny_cnn.onnx"
     shutil.copyfile(EXAMPLE_ONNX, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def s3_store() -> Iterator[S3Server]:
+    """One real S3-compatible server (moto) checking SigV4 signatures, for the session."""
+    if moto_python() is None:
+        pytest.skip("no python with moto[server] (scripts/install.sh installs one)")
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

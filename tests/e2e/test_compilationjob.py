@@ -207,3 +207,31 @@ def test_the_operator_serves_its_metrics_and_liveness(operator_process: Any) -> 
     assert samples['neofleet_operator_reconciles_total{kind="CompilationJob",outcome="ok"}'] > 0
     assert samples['neofleet_compile_duration_seconds_count{outcome="Succeeded",target="cpu"}'] \
         >= 1
+
+
+def test_an_s3_model_is_fetched_in_the_pod_with_the_credentials_secret(
+        kube_api: Any, namespace: str, registry: Any, s3_store: Any,
+        operator_process: Any) -> None:
+    """The compile pod gets the Secret's keys as env vars (the operator never reads the
+    Secret) and signs its GET; moto refuses unsigned or wrongly signed requests."""
+    from kubernetes import client
+
+    s3_store.put_object("models", "cnn/tiny_cnn.onnx", MODEL.read_bytes())
+    creds = s3_store.credentials
+    client.CoreV1Api(kube_api).create_namespaced_secret(namespace, {
+        "metadata": {"name": "model-store"},
+        "stringData": {"AWS_ACCESS_KEY_ID": creds.access_key,
+                       "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+                       "AWS_ENDPOINT_URL_S3": s3_store.url}})
+    model = {"uri": "s3://models/cnn/tiny_cnn.onnx", "framework": "onnx",
+             "sha256": hashlib.sha256(MODEL.read_bytes()).hexdigest(),
+             "credentialsSecret": "model-store"}
+    spec = cj("from-s3", f"oci://127.0.0.1:{registry.port}/models/from-s3",
+              [{"name": "cpu", "device": "x86_64-avx512"}], model=model)
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, spec)
+    wait_until(lambda: status_of(kube_api, namespace, "from-s3").get("phase")
+               in ("Succeeded", "Failed"), "the CompilationJob to finish", 600)
+    status = status_of(kube_api, namespace, "from-s3")
+    assert status["phase"] == "Succeeded", status
+    assert status["targets"][0]["artifact"]["digest"].startswith("sha256:")
+    assert "GET /models/cnn/tiny_cnn.onnx HTTP/1.1\" 200" in s3_store.log_text()

@@ -205,3 +205,22 @@ def test_the_compile_job_is_locked_down_and_owned() -> None:
     request = json.loads(container["env"][0]["value"])
     assert request["target"] == {"name": "cpu", "device": "x86_64-avx512", "backend": "auto",
                                  "compilerOptions": {}}
+
+
+def test_s3_credentials_reach_the_pod_from_the_named_secret_only() -> None:
+    model = {"uri": "s3://models/m.onnx", "framework": "onnx", "credentialsSecret": "store"}
+    (desired,) = plan(spec(model=model, targets=[{"name": "cpu", "device": "aarch64"}])).create
+    job = compile_job(desired, {"metadata": {"name": "m", "namespace": "ns", "uid": "u"}},
+                      SETTINGS.compiler_image)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert set(refs) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_REGION", "AWS_ENDPOINT_URL_S3"}
+    assert {r["name"] for r in refs.values()} == {"store"}
+    assert [n for n, r in refs.items() if not r["optional"]] == ["AWS_ACCESS_KEY_ID",
+                                                                 "AWS_SECRET_ACCESS_KEY"]
+    (plain,) = plan(spec(targets=[{"name": "cpu", "device": "aarch64"}])).create
+    job = compile_job(plain, {"metadata": {"name": "m", "namespace": "ns", "uid": "u"}},
+                      SETTINGS.compiler_image)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert not any("valueFrom" in e for e in container["env"])

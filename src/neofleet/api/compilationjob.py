@@ -36,6 +36,11 @@ class ModelSource(ApiModel):
     inputs: list[ModelInput] = Field(default_factory=list, max_length=16)
     sha256: str | None = Field(default=None, pattern=SHA256,
                                description="sha256 of the model file, checked in the pod")
+    credentials_secret: str | None = Field(
+        default=None, pattern=DNS_LABEL, max_length=63, description=(
+            "s3:// models: a Secret in this namespace whose keys AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and optional AWS_SESSION_TOKEN, AWS_REGION and "
+            "AWS_ENDPOINT_URL_S3 (S3-compatible stores) become the compile pod's environment"))
 
 
 class Platform(ApiModel):

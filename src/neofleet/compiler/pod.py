@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -62,12 +64,14 @@ def fetch_model(model: dict[str, Any], folder: Path) -> Path:
         claim_path = uri[len("pvc://"):]
         path = Path(os.environ.get(PVC_ROOT_ENV, "/models")) / claim_path
     elif scheme == "https":
-        path = _download(uri, folder)
+        path = _download(urllib.request.Request(uri), folder, uri)  # noqa: S310 (https only)
+    elif scheme == "s3":
+        path = _download_s3(uri, folder)
     elif scheme == "oci":
         path = _pull_model(uri, folder)
     else:
         raise ModelFetchError(f"model URIs with scheme {scheme!r} are not supported by this "
-                              "compile image (file, pvc, https and oci are)")
+                              "compile image (file, pvc, https, s3 and oci are)")
     if not path.is_file():
         raise ModelFetchError(f"model {uri} not found (looked at {path})")
     _check_sha256(path, model.get("sha256"), uri)
@@ -86,20 +90,47 @@ def _check_sha256(path: Path, expected: str | None, uri: str) -> None:
                                f"{expected}")
 
 
-def _download(uri: str, folder: Path) -> Path:
+def _download(request: urllib.request.Request, folder: Path, uri: str) -> Path:
+    """Stream ``request``'s body to ``folder`` (named after the URI), capped at 4 GiB."""
     name = Path(urllib.parse.urlsplit(uri).path).name or "model"
     path = folder / name
     try:
-        with urllib.request.urlopen(uri, timeout=60) as response, path.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response, path.open("wb") as out:  # noqa: S310
             copied = 0
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 copied += len(chunk)
                 if copied > MAX_DOWNLOAD:
                     raise ModelFetchError(f"model {uri} is larger than {MAX_DOWNLOAD} bytes")
                 out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        path.unlink(missing_ok=True)
+        detail = _error_detail(exc)
+        raise ModelFetchError(f"cannot download {uri}: HTTP {exc.code} {detail}".rstrip()) from exc
     except OSError as exc:
+        path.unlink(missing_ok=True)
         raise ModelFetchError(f"cannot download {uri}: {exc}") from exc
     return path
+
+
+def _download_s3(uri: str, folder: Path) -> Path:
+    from neofleet.compiler import s3
+
+    try:
+        url = s3.object_url(s3.S3Location.parse(uri), os.environ)
+    except ValueError as exc:
+        raise ModelFetchError(str(exc)) from exc
+    request = urllib.request.Request(url, headers=s3.signed_get_headers(url))  # noqa: S310
+    return _download(request, folder, uri)
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    """S3's ``<Code>`` and ``<Message>`` from an error body, or the HTTP reason."""
+    body = exc.read(4096).decode("utf-8", "replace")
+    found = {tag: re.search(f"<{tag}>([^<]*)</{tag}>", body) for tag in ("Code", "Message")}
+    if found["Code"]:
+        message = found["Message"].group(1) if found["Message"] else ""
+        return f"{found['Code'].group(1)}: {message}".rstrip(": ")
+    return str(exc.reason)
 
 
 def _pull_model(uri: str, folder: Path) -> Path:

@@ -22,6 +22,11 @@ SCRATCH = "/scratch"
 PVC_ROOT = "/models"
 
 
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                  "AWS_REGION", "AWS_ENDPOINT_URL_S3")
+REQUIRED_S3 = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 def compile_job(desired: DesiredJob, cj: dict[str, Any], image: str) -> dict[str, Any]:
     meta = cj["metadata"]
     labels = {MANAGED_BY: "neofleet", CJ_LABEL: meta["name"], TARGET_LABEL: desired.target,
@@ -39,6 +44,15 @@ def compile_job(desired: DesiredJob, cj: dict[str, Any], image: str) -> dict[str
     }
 
 
+def _credential_env(secret: str | None) -> list[dict[str, Any]]:
+    """The S3 settings from the model's credentials Secret; the operator never reads it."""
+    if not secret:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key,
+                                                         "optional": key not in REQUIRED_S3}}}
+            for key in S3_SECRET_KEYS]
+
+
 def _pod_spec(desired: DesiredJob, image: str) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH}]
@@ -54,7 +68,8 @@ def _pod_spec(desired: DesiredJob, image: str) -> dict[str, Any]:
         "env": [{"name": "NEOFLEET_COMPILE_REQUEST",
                  "value": json.dumps(desired.request, sort_keys=True)},
                 {"name": "NEOFLEET_PVC_ROOT", "value": PVC_ROOT},
-                {"name": "TMPDIR", "value": SCRATCH}],
+                {"name": "TMPDIR", "value": SCRATCH},
+                *_credential_env(desired.request["model"].get("credentialsSecret"))],
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
