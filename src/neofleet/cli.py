@@ -220,12 +220,16 @@ def pull(reference: str, dest: Path, as_json: bool) -> None:
                    "~/.cache/neofleet/bundles].")
 @click.option("--drain-seconds", default=10, show_default=True, type=click.IntRange(min=0),
               help="On SIGTERM, how long requests in flight may take to finish.")
+@click.option("--shutdown-delay-seconds", type=click.FloatRange(min=0),
+              help="On SIGTERM, how long to keep serving with readiness 503 before the drain "
+                   "[env NEOFLEET_SHUTDOWN_DELAY; default: 0].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(source: str, name: str | None, host: str, port: int, threads: int | None,
           max_batch: int | None, batch_timeout_ms: float | None, max_queue: int,
           max_body_bytes: int, revision: str | None, pool: str | None, target: str | None,
-          cache_dir: Path | None, drain_seconds: int, log_level: str) -> None:
+          cache_dir: Path | None, drain_seconds: int, shutdown_delay_seconds: float | None,
+          log_level: str) -> None:
     """Serve a bundle over the Open Inference Protocol v2 (REST) with /metrics."""
     from neofleet.runtime.server.run import serve as run_server
     from neofleet.runtime.server.settings import ServeOptions
@@ -234,7 +238,8 @@ def serve(source: str, name: str | None, host: str, port: int, threads: int | No
         source=source, name=name, host=host, port=port, threads=threads, max_batch=max_batch,
         batch_timeout_ms=batch_timeout_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
         revision=revision, pool=pool, target=target, cache_dir=cache_dir,
-        drain_seconds=drain_seconds, log_level=log_level)
+        drain_seconds=drain_seconds, shutdown_delay_seconds=shutdown_delay_seconds,
+        log_level=log_level)
     try:
         run_server(options)
     except NeofleetError as exc:
@@ -282,12 +287,16 @@ def compile_pod(result: Path) -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--peering", default=None, help="kopf peering name (several replicas).")
+@click.option("--prometheus-url", default=None, envvar="NEOFLEET_PROMETHEUS_URL",
+              help="Prometheus for canary analysis (spec.rollout…analysis.prometheus wins).")
 def operator(namespaces: tuple[str, ...], compiler_image: str, liveness: str | None,
-             metrics_port: int | None, metrics_host: str, peering: str | None) -> None:
+             metrics_port: int | None, metrics_host: str, peering: str | None,
+             prometheus_url: str | None) -> None:
     """Run the neofleet operator (kopf) against the cluster of $KUBECONFIG or in-cluster."""
     from neofleet.operator.main import run
 
-    run(namespaces, compiler_image, liveness, metrics_port, metrics_host, peering)
+    run(namespaces, compiler_image, liveness, metrics_port, metrics_host, peering,
+        prometheus_url)
 
 
 @main.command()

@@ -1,6 +1,10 @@
 """``EdgeModelDeployment`` (short name ``emd``): serve compiled bundles on node pools.
 
-Defined now so both CRDs exist; its controller is the next issue (operator part 2).
+For each pool the operator picks the bundle whose target fits the pool's nodes, runs the
+runtime as a Deployment or a DaemonSet, and rolls new revisions out per ``spec.rollout``
+(``Rolling``, or ``Canary`` steps gated on Prometheus analysis, with automatic rollback).
+Promote and abort with annotations (``PROMOTE_ANNOTATION``, ``ABORT_ANNOTATION``): any new
+value acts once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pydantic import Field, model_validator
 from neofleet.api.common import DNS_LABEL, ApiModel, Condition, Resources, Toleration
 
 PHASES = ("Progressing", "Paused", "Healthy", "Degraded", "RolledBack")
+PROMOTE_ANNOTATION = "neofleet.io/promote"     # value "full" skips every remaining step
+ABORT_ANNOTATION = "neofleet.io/abort"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 
 
@@ -52,6 +58,8 @@ class RuntimeSettings(ApiModel):
     threads: int | None = Field(default=None, ge=1, le=256)
     max_batch: int | None = Field(default=None, ge=1, le=4096)
     batch_timeout_ms: float | None = Field(default=None, ge=0, le=10000)
+    shutdown_delay_seconds: float = Field(default=3, ge=0, le=300, description=(
+        "after SIGTERM the server keeps serving this long while endpoints drop it"))
 
 
 class Metric(ApiModel):
@@ -63,9 +71,13 @@ class Metric(ApiModel):
 
 
 class Analysis(ApiModel):
-    prometheus: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    metrics: list[Metric] = Field(default_factory=list, max_length=16)
+    prometheus: str | None = Field(default=None, pattern=r"^https?://\S+$", description=(
+        "Prometheus base URL; default: the operator's --prometheus-url"))
+    metrics: list[Metric] = Field(default_factory=list, max_length=16, description=(
+        "default: p99-latency (at most 1.5x the stable revision's) and error-ratio (<= 1%)"))
     interval: str = Field(default="30s", pattern=DURATION)
+    window: str = Field(default="1m", pattern=DURATION,
+                        description="the rate() window of the default queries")
     failure_limit: int = Field(default=1, ge=0, le=100)
     count: int = Field(default=3, ge=1, le=1000)
 
@@ -84,8 +96,12 @@ class Step(ApiModel):
 class Rollout(ApiModel):
     strategy: Literal["Canary", "Rolling"] = "Rolling"
     steps: list[Step] = Field(default_factory=list, max_length=32)
-    analysis: Analysis | None = None
+    analysis: Analysis | None = Field(default=None, description=(
+        "background analysis: measured at every interval while a canary runs"))
     auto_rollback: bool = True
+    pool_order: Literal["Sequential", "Parallel"] = Field(default="Sequential", description=(
+        "Sequential: the pools in list order, each through every step, so a bad revision "
+        "stops at the first pool; Parallel: every pool takes each step together"))
 
 
 class EdgeModelDeploymentSpec(ApiModel):
@@ -98,11 +114,35 @@ class EdgeModelDeploymentSpec(ApiModel):
 
 class PoolStatus(ApiModel):
     name: str
+    mode: str | None = None
     target: str | None = None
+    artifact_uri: str | None = None
     artifact_digest: str | None = None
+    stable_ready: int = 0
+    canary_ready: int = 0
     desired: int = 0
-    updated: int = 0
-    ready: int = 0
+    weight: int | None = None
+    message: str | None = None
+
+
+class Measurement(ApiModel):
+    time: str
+    metric: str
+    value: float | None = None
+    limit: float | None = None
+    ok: bool
+
+
+class RolloutStatus(ApiModel):
+    revision: str
+    pool_index: int = 0
+    step_index: int = 0
+    step_start_time: str | None = None
+    started_time: str | None = None
+    last_measured_time: str | None = None
+    successes: int = 0
+    failures: int = 0
+    measurements: list[Measurement] = Field(default_factory=list)
 
 
 class EdgeModelDeploymentStatus(ApiModel):
@@ -110,6 +150,11 @@ class EdgeModelDeploymentStatus(ApiModel):
     observed_generation: int | None = None
     stable_revision: str | None = None
     canary_revision: str | None = None
+    rolled_back_revision: str | None = None
     current_step: int | None = None
+    rollout: RolloutStatus | None = None
+    handled_promote: str | None = None
+    handled_abort: str | None = None
+    message: str | None = None
     pools: list[PoolStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

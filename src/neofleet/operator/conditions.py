@@ -19,6 +19,19 @@ REASONS = {
     "TargetFailed": "a target's compile failed (its row says why)",
     "NoFailures": "no target has failed",
     "NotCompiling": "no compile Job is running",
+    # EdgeModelDeployment
+    "ArtifactsResolved": "every pool has an artifact whose target fits its nodes",
+    "NoArtifactForPool": "no artifact fits a pool (the message names targets that would)",
+    "NoNodesInPool": "target auto, but no node matches the pool's nodeSelector",
+    "ArtifactsUnavailable": "the CompilationJob named in spec.model is missing or unfinished",
+    "FirstDeployment": "the first revision is being created",
+    "PodsNotReady": "runtime pods of the stable revision are not all ready",
+    "RolloutInProgress": "a new revision is rolling out",
+    "RolloutPaused": "the rollout waits (spec.paused, or a pause step until promoted)",
+    "RolloutComplete": "the stable revision serves every pool",
+    "AllPoolsReady": "every pool's runtime pods are ready",
+    "RolledBack": "the canary was rolled back (failed analysis or abort)",
+    "AnalysisFailed": "the canary failed its analysis; the rollout is halted",
 }
 
 

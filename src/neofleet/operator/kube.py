@@ -1,7 +1,9 @@
 """The operator's only module that talks to the Kubernetes API (official client, sync).
 
 Reads CompilationJobs, their Jobs and pods (turned into ``ObservedJob``), creates Jobs
-("already exists" means adopt), deletes Jobs, patches status, posts Events.
+("already exists" means adopt), deletes Jobs; reads EdgeModelDeployments, Nodes and the
+runtime Deployments/DaemonSets (``ObservedWorkload``), creates, resizes and deletes them
+and their Services; patches status, posts Events.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from kubernetes.client.rest import ApiException
 
 from neofleet.api import GROUP, VERSION
 from neofleet.operator.planning.compilation import ObservedJob
+from neofleet.operator.planning.rollout import ObservedWorkload
 from neofleet.operator.render.job import CJ_LABEL, HASH_LABEL, TARGET_LABEL
+from neofleet.operator.render.runtime import EMD_LABEL, PARKED_LABEL, POOL_LABEL, REVISION_LABEL
 
 PLURAL = "compilationjobs"
+EMD_PLURAL = "edgemodeldeployments"
+SPEC_HASH = "neofleet.io/spec-hash"
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -31,11 +37,18 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
 
     def get_compilation_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_custom(namespace, PLURAL, name)
+
+    def get_edge_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_custom(namespace, EMD_PLURAL, name)
+
+    def _get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name)
+                GROUP, VERSION, namespace, plural, name)
             return found
         except ApiException as exc:
             if exc.status == 404:
@@ -44,13 +57,89 @@ class Kube:
 
     def list_compilation_jobs(self, namespaces: list[str]) -> list[tuple[str, str]]:
         """(namespace, name) of every CompilationJob watched."""
+        return [(i["metadata"]["namespace"], i["metadata"]["name"])
+                for i in self._list_custom(namespaces, PLURAL)]
+
+    def list_edge_deployments(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        return self._list_custom(namespaces, EMD_PLURAL)
+
+    def _list_custom(self, namespaces: list[str], plural: str) -> list[dict[str, Any]]:
         if not namespaces:
-            found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-        else:
-            found = [item for ns in namespaces for item in
-                     self.custom.list_namespaced_custom_object(GROUP, VERSION, ns,
-                                                               PLURAL)["items"]]
-        return [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in found]
+            found: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural)["items"]
+            return found
+        return [item for ns in namespaces for item in
+                self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]]
+
+    def node_labels(self) -> dict[str, dict[str, str]]:
+        """Every node's labels, by node name."""
+        return {n.metadata.name: dict(n.metadata.labels or {})
+                for n in self.core.list_node().items}
+
+    def observed_workloads(self, namespace: str, emd: str) -> list[ObservedWorkload]:
+        selector = f"{EMD_LABEL}={emd}"
+        found = [_workload("Deployment", d, d.spec.replicas or 0, d.status.ready_replicas)
+                 for d in self.apps.list_namespaced_deployment(
+                     namespace, label_selector=selector).items]
+        found += [_workload("DaemonSet", d, d.status.desired_number_scheduled,
+                            d.status.number_ready)
+                  for d in self.apps.list_namespaced_daemon_set(
+                      namespace, label_selector=selector).items]
+        return found
+
+    def apply_workload(self, manifest: dict[str, Any], spec_hash: str) -> str:
+        """Create, or replace when its spec hash differs; 'created', 'replaced' or 'kept'."""
+        meta = manifest["metadata"]
+        meta.setdefault("annotations", {})[SPEC_HASH] = spec_hash
+        kind, namespace, name = manifest["kind"], meta["namespace"], meta["name"]
+        create, read, replace = self._workload_calls(kind)
+        try:
+            create(namespace, manifest)
+            return "created"
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        current = read(name, namespace)
+        if (current.metadata.annotations or {}).get(SPEC_HASH) == spec_hash:
+            return "kept"
+        meta["resourceVersion"] = current.metadata.resource_version
+        replace(name, namespace, manifest)
+        return "replaced"
+
+    def patch_workload(self, kind: str, namespace: str, name: str,
+                       patch: dict[str, Any]) -> None:
+        call = (self.apps.patch_namespaced_deployment if kind == "Deployment"
+                else self.apps.patch_namespaced_daemon_set)
+        call(name, namespace, patch)
+
+    def delete_workload(self, kind: str, namespace: str, name: str) -> None:
+        call = (self.apps.delete_namespaced_deployment if kind == "Deployment"
+                else self.apps.delete_namespaced_daemon_set)
+        try:
+            call(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def ensure_service(self, manifest: dict[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_service(manifest["metadata"]["namespace"], manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def patch_edge_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, EMD_PLURAL, name, {"status": status},
+            _content_type=MERGE_PATCH)
+
+    def _workload_calls(self, kind: str) -> tuple[Any, Any, Any]:
+        if kind == "Deployment":
+            return (self.apps.create_namespaced_deployment,
+                    self.apps.read_namespaced_deployment,
+                    self.apps.replace_namespaced_deployment)
+        return (self.apps.create_namespaced_daemon_set, self.apps.read_namespaced_daemon_set,
+                self.apps.replace_namespaced_daemon_set)
 
     def observed_jobs(self, namespace: str, cj: str) -> list[ObservedJob]:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{CJ_LABEL}={cj}")
@@ -84,16 +173,28 @@ class Kube:
             _content_type=MERGE_PATCH)
 
     def post_event(self, cj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """An Event on ``cj`` (a CompilationJob or an EdgeModelDeployment)."""
         meta, now = cj["metadata"], utc_now()
         body = {"metadata": {"generateName": f"{meta['name']}.",
                              "namespace": meta["namespace"]},
                 "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}",
-                                   "kind": "CompilationJob", "name": meta["name"],
+                                   "kind": cj.get("kind", "CompilationJob"),
+                                   "name": meta["name"],
                                    "namespace": meta["namespace"], "uid": meta["uid"]},
                 "reason": reason, "message": message[:1024], "type": kind, "count": 1,
                 "firstTimestamp": now, "lastTimestamp": now,
                 "source": {"component": "neofleet-operator"}}
         self.core.create_namespaced_event(meta["namespace"], body)
+
+
+def _workload(kind: str, obj: Any, desired: int | None, ready: int | None) -> ObservedWorkload:
+    labels = obj.metadata.labels or {}
+    selector = (obj.spec.template.spec.node_selector or {}) if kind == "DaemonSet" else {}
+    return ObservedWorkload(
+        name=obj.metadata.name, kind=kind, pool=labels.get(POOL_LABEL, ""),
+        revision=labels.get(REVISION_LABEL, ""), desired=desired or 0, ready=ready or 0,
+        replicas=obj.spec.replicas if kind == "Deployment" else None,
+        parked=PARKED_LABEL in selector)
 
 
 def _observe(job: Any, pods: list[Any]) -> ObservedJob:

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from neofleet.operator.deploy import DeploymentReconciler
 from neofleet.operator.kube import Kube
 from neofleet.operator.metrics import OperatorMetrics
 from neofleet.operator.planning.compilation import Settings
@@ -25,7 +26,8 @@ RESYNC_PERIOD_S = 60.0
 
 
 def run(namespaces: Sequence[str], compiler_image: str, liveness: str | None,
-        metrics_port: int | None, metrics_host: str, peering: str | None) -> None:
+        metrics_port: int | None, metrics_host: str, peering: str | None,
+        prometheus_url: str | None = None) -> None:
     from kubernetes import config
     from prometheus_client import start_http_server
 
@@ -41,10 +43,11 @@ def run(namespaces: Sequence[str], compiler_image: str, liveness: str | None,
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
     reconciler = Reconciler(Kube(api), Settings(compiler_image=compiler_image), metrics,
                             placements())
+    deployments = DeploymentReconciler(Kube(api), metrics, placements(), prometheus_url)
     registry = kopf.OperatorRegistry()
     from neofleet.operator.handlers import register
 
-    register(registry, reconciler)
+    register(registry, reconciler, deployments)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -56,11 +59,13 @@ def run(namespaces: Sequence[str], compiler_image: str, liveness: str | None,
     @kopf.on.startup(registry=registry)
     def start_resync(**_: object) -> None:
         threading.Thread(target=reconciler.resync_forever, name="resync", daemon=True,
-                         args=(list(namespaces), RESYNC_PERIOD_S, stop_resync)).start()
+                         args=(list(namespaces), RESYNC_PERIOD_S, stop_resync,
+                               deployments.resync)).start()
 
     @kopf.on.cleanup(registry=registry)
     def stop(**_: object) -> None:
         stop_resync.set()
+        deployments.stop()
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:

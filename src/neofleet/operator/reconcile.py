@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +58,17 @@ class Reconciler:
             self.metrics.observe_reconcile("CompilationJob", outcome,
                                            time.perf_counter() - started)
 
-    def resync_forever(self, namespaces: list[str], period_s: float,
-                       stop: threading.Event) -> None:
+    def resync_forever(self, namespaces: list[str], period_s: float, stop: threading.Event,
+                       also: Callable[[list[str]], None] | None = None) -> None:
         """Reconcile everything every ``period_s``: event handlers are not retried, so a
-        reconcile that failed on a transient API error is redone here."""
+        reconcile that failed on a transient API error is redone here (``also``: the
+        EdgeModelDeployments' resync)."""
         while not stop.wait(period_s):
             try:
                 for namespace, name in self.kube.list_compilation_jobs(namespaces):
                     self.reconcile(namespace, name)
+                if also is not None:
+                    also(namespaces)
             except Exception:   # logged; the next round tries again
                 LOG.exception("periodic resync failed")
 

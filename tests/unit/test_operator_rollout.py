@@ -1,0 +1,189 @@
+"""The EdgeModelDeployment planners, driven directly: artifact choice per pool from node
+labels, and the rollout state machine run against a simulated world in which every
+workload the plan asks for becomes ready at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neofleet.api.edgemodeldeployment import EdgeModelDeploymentSpec, Measurement
+from neofleet.operator.conditions import REASONS
+from neofleet.operator.planning.analysis import Query, evaluate, queries
+from neofleet.operator.planning.artifacts import (
+    candidates_from_compilation,
+    resolve,
+)
+from neofleet.operator.planning.rollout import (
+    DeploymentPlan,
+    ObservedWorkload,
+    World,
+    analysis_due,
+    parse_duration,
+    plan_deployment,
+)
+from neofleet.operator.reconcile import placements
+
+NFD = "feature.node.kubernetes.io/cpu-cpuid."
+AVX512 = {f"{NFD}{f}": "true" for f in ("AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW",
+                                         "AVX512CD", "AVX512DQ", "AVX512VL")}
+NODES = {
+    "cpu-1": {"kubernetes.io/arch": "amd64", "neofleet.io/pool": "cpu", **AVX512},
+    "cpu-2": {"kubernetes.io/arch": "amd64", "neofleet.io/pool": "cpu", **AVX512},
+    "arm-1": {"kubernetes.io/arch": "arm64", "neofleet.io/pool": "edge", f"{NFD}ASIMD": "true"},
+    "arm-2": {"kubernetes.io/arch": "arm64", "neofleet.io/pool": "edge", f"{NFD}ASIMD": "true"},
+    "gpu-1": {"kubernetes.io/arch": "amd64", "neofleet.io/pool": "gpu",
+              "nvidia.com/gpu.compute.major": "7", "nvidia.com/gpu.compute.minor": "5"},
+}
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def cj(targets: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    return {"spec": {"targets": [{"name": n, "device": d} for n, (d, _) in targets.items()]},
+            "status": {"targets": [{"name": n, "phase": "Succeeded",
+                                    "artifact": {"uri": f"oci://r/m@{digest}",
+                                                 "digest": digest}}
+                                   for n, (_, digest) in targets.items()]}}
+
+
+def spec(**rollout: Any) -> EdgeModelDeploymentSpec:
+    pools = rollout.pop("pools", [
+        {"name": "cpu", "nodeSelector": {"neofleet.io/pool": "cpu"}, "replicas": 4},
+        {"name": "edge", "nodeSelector": {"neofleet.io/pool": "edge"}, "mode": "DaemonSet"}])
+    return EdgeModelDeploymentSpec.model_validate(
+        {"model": {"compilationJobRef": {"name": "m"}}, "pools": pools, "rollout": rollout})
+
+
+def resolutions(s: EdgeModelDeploymentSpec, digest: str = D1) -> list[Any]:
+    found = candidates_from_compilation(
+        cj({"avx512": ("x86_64-avx512", digest), "base": ("x86_64", digest),
+            "arm": ("aarch64", digest)}), placements())
+    return resolve(s.pools, list(NODES.values()), found, placements())
+
+
+def test_each_pool_gets_the_most_specific_fitting_bundle_or_a_clear_reason() -> None:
+    s = spec(pools=[{"name": p, "nodeSelector": {"neofleet.io/pool": p}}
+                    for p in ("cpu", "edge", "gpu")])
+    chosen = {r.pool: r.candidate.target for r in resolutions(s) if r.candidate}
+    assert chosen == {"cpu": "avx512", "edge": "arm", "gpu": "base"}
+    only_avx = resolve(s.pools, list(NODES.values()), candidates_from_compilation(
+        cj({"avx512": ("x86_64-avx512", D1)}), placements()), placements())
+    missing = {r.pool: r for r in only_avx if r.candidate is None}
+    assert set(missing) == {"edge", "gpu"}
+    assert missing["gpu"].reason == "NoArtifactForPool"
+    assert "nvidia-t4" in missing["gpu"].message and "x86_64" in missing["gpu"].message
+    assert "aarch64" in missing["edge"].message and "rasp4b" in missing["edge"].message
+    nowhere = spec(pools=[{"name": "x", "nodeSelector": {"neofleet.io/pool": "none"}}])
+    assert resolutions(nowhere)[0].reason == "NoNodesInPool"
+
+
+class Sim:
+    """Applies each plan to a world where workloads become ready at once."""
+
+    def __init__(self, s: EdgeModelDeploymentSpec) -> None:
+        self.spec, self.status, self.workloads = s, None, {}
+        self.clock, self.annotations, self.events = 0, {}, []
+        self.measure_ok = True
+
+    def now(self) -> str:
+        return f"2026-12-01T10:{self.clock // 60:02d}:{self.clock % 60:02d}Z"
+
+    def step(self, digest: str = D1, seconds: int = 5) -> DeploymentPlan:
+        self.clock += seconds
+        measurements = []
+        if analysis_due(self.spec, self.status, self.now()):
+            measurements = [Measurement(time=self.now(), metric="p99-latency",
+                                        value=0.01 if self.measure_ok else 9.0,
+                                        limit=0.1, ok=self.measure_ok)]
+        nodes = {"cpu": ["cpu-1", "cpu-2"], "edge": ["arm-1", "arm-2"]}
+        world = World(resolutions(self.spec, digest), nodes, list(self.workloads.values()),
+                      dict(self.annotations), self.now(), measurements)
+        plan = plan_deployment("m", 1, self.spec, self.status, world)
+        for gone in plan.delete:
+            self.workloads.pop(gone.name, None)
+        for want in plan.apply:
+            size = (want.replicas if want.kind == "Deployment" else
+                    0 if want.parked else len(want.nodes or nodes[want.pool.name]))
+            self.workloads[want.name] = ObservedWorkload(want.name, want.kind, want.pool.name,
+                                                         want.revision, size, size)
+        self.status = plan.status.wire()
+        self.events += [reason for _, reason, _ in plan.events]
+        assert {c["reason"] for c in self.status.get("conditions", [])} <= set(REASONS)
+        return plan
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        return {(w.pool, w.revision): w.ready for w in self.workloads.values()}
+
+
+def test_first_revision_then_a_canary_walks_its_steps_and_promotes() -> None:
+    sim = Sim(spec(strategy="Canary", poolOrder="Parallel", steps=[
+        {"setWeight": 25}, {"pause": {"duration": "10s"}}, {"setWeight": 50},
+        {"analysis": {"interval": "5s", "count": 2}}]))
+    sim.step()
+    sim.step()
+    stable = sim.status["stableRevision"]
+    assert sim.status["phase"] == "Healthy" and "Deployed" in sim.events
+    sim.step(D2)                       # new digest: a new revision starts at weight 25
+    canary = sim.status["canaryRevision"]
+    assert canary and canary != stable and "RolloutStarted" in sim.events
+    assert sim.sizes()[("cpu", canary)] == 1 and sim.sizes()[("cpu", stable)] == 3
+    assert sim.sizes()[("edge", canary)] == 1 and sim.sizes()[("edge", stable)] == 2
+    for _ in range(12):
+        sim.step(D2)
+        if sim.status.get("stableRevision") == canary:
+            break
+    assert sim.status["stableRevision"] == canary and sim.status["phase"] == "Healthy"
+    assert "RolloutCompleted" in sim.events
+    assert set(sim.sizes()) == {("cpu", canary), ("edge", canary)}
+    assert sim.sizes()[("cpu", canary)] == 4 and sim.sizes()[("edge", canary)] == 2
+
+
+def test_a_failed_analysis_rolls_every_pool_back_and_is_not_retried() -> None:
+    sim = Sim(spec(strategy="Canary", steps=[
+        {"setWeight": 50}, {"analysis": {"interval": "5s", "count": 3, "failureLimit": 1}}]))
+    sim.step()
+    sim.step()
+    stable = sim.status["stableRevision"]
+    sim.measure_ok = False
+    for _ in range(8):
+        sim.step(D2)
+    assert sim.status["phase"] == "RolledBack" and "RolledBack" in sim.events
+    assert set(sim.sizes()) == {("cpu", stable), ("edge", stable)}
+    assert sim.sizes()[("cpu", stable)] == 4
+    assert "p99-latency=9.0" in sim.status["message"]
+    degraded = next(c for c in sim.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "RolledBack"
+    sim.step(D2)                                   # the same revision is not tried again
+    assert sim.status["phase"] == "RolledBack" and sim.status.get("canaryRevision") is None
+
+
+def test_sequential_pools_pause_until_promoted_and_abort_rolls_back() -> None:
+    sim = Sim(spec(strategy="Canary", steps=[{"setWeight": 50}, {"pause": {}}]))
+    sim.step()
+    sim.step()
+    stable = sim.status["stableRevision"]
+    for _ in range(3):
+        sim.step(D2)
+    canary = sim.status["canaryRevision"]
+    assert sim.status["phase"] == "Paused" and "neofleet.io/promote" in sim.status["message"]
+    assert ("edge", canary) not in sim.sizes()          # the second pool has not started
+    sim.annotations["neofleet.io/promote"] = "1"
+    for _ in range(4):
+        sim.step(D2)
+    assert sim.sizes()[("cpu", canary)] == 4 and sim.sizes()[("cpu", stable)] == 0
+    assert sim.sizes()[("edge", canary)] == 1           # second pool at its first step
+    sim.annotations["neofleet.io/abort"] = "now"
+    sim.step(D2)
+    assert sim.status["phase"] == "RolledBack" and "aborted" in sim.status["message"]
+    assert sim.sizes() == {("cpu", stable): 4, ("edge", stable): 2}
+
+
+def test_analysis_queries_and_limits() -> None:
+    s = spec(strategy="Canary", steps=[{"analysis": {}}])
+    (p99, errors) = queries(s.rollout.steps[0].analysis, "m", "c1", "s1")
+    assert 'revision="c1"' in p99.canary and 'revision="s1"' in (p99.stable or "")
+    assert errors.stable is None and errors.threshold == 0.01
+    assert evaluate(p99, 0.004, 0.001, "t").ok            # 2x, but within the 5 ms slack
+    assert not evaluate(p99, 0.030, 0.010, "t").ok
+    assert not evaluate(errors, None, None, "t").ok        # no data proves nothing
+    assert evaluate(Query("x", "q", None, 1.0, None), 0.5, None, "t").limit == 1.0
+    assert parse_duration("1m30s") == 90 and parse_duration("250ms") == 0.25
