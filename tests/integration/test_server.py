@@ -313,6 +313,43 @@ def test_sigterm_drains_requests_in_flight_and_exits_0(serve: Serve,
     assert "Shutting down" in server.log_text()
 
 
+def _wait_not_ready(server: ServedModel) -> None:
+    """Until /v2/health/ready answers 503 (the shutdown signal was handled)."""
+    deadline = time.monotonic() + 30
+    while server.client.get("/v2/health/ready").status_code != 503:
+        assert time.monotonic() < deadline, "readiness never turned 503"
+        time.sleep(0.01)
+
+
+def test_shutdown_delay_serves_with_readiness_503_then_drains_and_exits_0(
+        serve: Serve, server_bundles: dict[str, Path]) -> None:
+    server = serve(server_bundles["matmul"], "--shutdown-delay-seconds", "2")
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    _wait_not_ready(server)
+    assert server.client.get("/v2/models/matmul/ready").status_code == 503
+    with httpx.Client(base_url=server.url, timeout=60) as fresh:  # a new connection
+        response = fresh.post("/v2/models/matmul/infer", json=infer_body())
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"],
+                               (np.array(X, np.float32) @ SERVER_W).ravel(), rtol=1e-6)
+    assert "Shutting down" not in server.log_text()  # answered before the drain began
+    assert server.wait_exit(timeout=60) == 0
+    assert time.monotonic() - signalled >= 2
+    log = server.log_text()
+    assert "readiness is 503, still serving for 2 s" in log and "Shutting down" in log
+
+
+def test_a_second_signal_ends_the_shutdown_delay(serve: Serve,
+                                                 server_bundles: dict[str, Path]) -> None:
+    server = serve(server_bundles["matmul"], "--shutdown-delay-seconds", "600")
+    server.process.send_signal(signal.SIGTERM)
+    _wait_not_ready(server)
+    assert_serving(server)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=60) == 0
+
+
 # ---------------------------------------------------------------------------- oci
 
 

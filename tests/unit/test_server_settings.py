@@ -97,3 +97,29 @@ def test_cache_path_needs_a_digest(tmp_path: Path) -> None:
 def test_default_cache_dir(tmp_path: Path) -> None:
     assert default_cache_dir({"NEOFLEET_CACHE": str(tmp_path)}) == tmp_path / "bundles"
     assert default_cache_dir({}) == Path.home() / ".cache" / "neofleet" / "bundles"
+
+
+def test_shutdown_delay_flag_wins_over_environment_which_wins_over_zero() -> None:
+    def delay(options: ServeOptions, env: dict[str, str]) -> float:
+        return resolve_settings(options, env, FACTS, 2).shutdown_delay_s
+
+    assert delay(ServeOptions(source="b"), {}) == 0
+    assert delay(ServeOptions(source="b"), {"NEOFLEET_SHUTDOWN_DELAY": ""}) == 0
+    assert delay(ServeOptions(source="b"), {"NEOFLEET_SHUTDOWN_DELAY": "7.5"}) == 7.5
+    assert delay(ServeOptions(source="b", shutdown_delay_seconds=0),
+                 {"NEOFLEET_SHUTDOWN_DELAY": "7.5"}) == 0
+
+
+@pytest.mark.parametrize(("flag", "env", "message"), [
+    (-1.0, None, "--shutdown-delay-seconds must be a number of seconds, not negative"),
+    (float("nan"), None, "--shutdown-delay-seconds must be a number"),
+    (None, "-2", "NEOFLEET_SHUTDOWN_DELAY must be a number of seconds, not negative"),
+    (None, "inf", "NEOFLEET_SHUTDOWN_DELAY must be a number"),
+    (None, "soon", "NEOFLEET_SHUTDOWN_DELAY 'soon' is not a number of seconds"),
+])
+def test_bad_shutdown_delays_are_refused(flag: float | None, env: str | None,
+                                         message: str) -> None:
+    environment = {} if env is None else {"NEOFLEET_SHUTDOWN_DELAY": env}
+    with pytest.raises(ServerConfigError, match=message):
+        resolve_settings(ServeOptions(source="b", shutdown_delay_seconds=flag), environment,
+                         FACTS, 2)

@@ -5,8 +5,10 @@ the settings resolved and the batching options checked against it; any failure i
 NeofleetError the CLI prints as one line (exit 1). Then uvicorn (uvloop + httptools)
 serves while the model loads in the background; readiness follows the warm-up. A load
 failure stops the server and is raised the same way. SIGTERM or SIGINT: readiness turns
-503 at once, uvicorn stops accepting, waits up to ``--drain-seconds`` for requests in
-flight, then ``serve`` returns normally (exit 0).
+503 at once; the server keeps accepting and serving for ``--shutdown-delay-seconds`` (0 by
+default; a second signal ends the wait) so a load balancer can take it out of rotation;
+then uvicorn stops accepting, waits up to ``--drain-seconds`` for requests in flight, and
+``serve`` returns normally (exit 0).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from types import FrameType
 
@@ -69,7 +72,7 @@ def serve(options: ServeOptions, env: Mapping[str, str] | None = None) -> None:
         app, host=settings.host, port=settings.port, loop="auto", http="auto",
         lifespan="on", access_log=False, server_header=False, log_level=settings.log_level,
         timeout_graceful_shutdown=settings.drain_seconds,
-    ), on_signal=service.drain)
+    ), on_signal=service.drain, delay=ShutdownDelay(settings.shutdown_delay_s))
     _run(server)
     if fatal:
         raise _as_neofleet_error(fatal[0])
@@ -97,16 +100,49 @@ def _loader(bundle: Bundle, num_threads: int | None) -> Callable[[], Runnable]:
     return load
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling the service as soon as a shutdown signal arrives."""
+class ShutdownDelay:
+    """When uvicorn may begin its shutdown after a signal: ``seconds`` after the first one,
+    at once on the second (or on the first, when ``seconds`` is 0)."""
 
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._until: float | None = None
+
+    def signalled(self) -> bool:
+        """A shutdown signal arrived: True when the shutdown should begin now."""
+        if self.seconds <= 0 or self._until is not None:
+            return True
+        self._until = self._clock() + self.seconds
+        return False
+
+    @property
+    def over(self) -> bool:
+        """The delay started by a first signal has passed."""
+        return self._until is not None and self._clock() >= self._until
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the service as soon as a shutdown signal arrives and
+    holding off uvicorn's own shutdown until the delay is over."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None],
+                 delay: ShutdownDelay) -> None:
         super().__init__(config)
-        self._on_signal = on_signal
+        self._on_signal, self._delay = on_signal, delay
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_signal()
-        super().handle_exit(sig, frame)
+        if self._delay.signalled():
+            super().handle_exit(sig, frame)
+        else:
+            log.info("shutdown signal: readiness is 503, still serving for %g s before "
+                     "draining (a second signal drains now)", self._delay.seconds)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._delay.over:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def _run(server: _Server) -> None:

@@ -7,10 +7,15 @@ win over the bundle: the model name defaults to the stem of the source model's f
 digest, the pool to ``default``, the target to ``Requirements.TargetDevice``. Every label
 value must be a short name (``[A-Za-z0-9][A-Za-z0-9_.-]*``, at most 128 characters): they
 are URL path segments and metric label values.
+
+The shutdown delay (``--shutdown-delay-seconds``, else ``NEOFLEET_SHUTDOWN_DELAY``, else 0):
+seconds between the shutdown signal and the drain, while readiness is already 503 and
+requests are still served, so a load balancer stops routing here before the port closes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +52,7 @@ class ServeOptions:
     target: str | None = None
     cache_dir: Path | None = None
     drain_seconds: int = DEFAULT_DRAIN_SECONDS
+    shutdown_delay_seconds: float | None = None
     log_level: str = "info"
 
 
@@ -73,6 +79,7 @@ class ServerSettings:
     host: str
     port: int
     drain_seconds: int
+    shutdown_delay_s: float       # readiness 503 but still serving, before the drain
     log_level: str
 
     @property
@@ -105,8 +112,27 @@ def resolve_settings(options: ServeOptions, env: Mapping[str, str], facts: Bundl
         host=options.host,
         port=options.port,
         drain_seconds=options.drain_seconds,
+        shutdown_delay_s=shutdown_delay(options.shutdown_delay_seconds,
+                                        env.get("NEOFLEET_SHUTDOWN_DELAY")),
         log_level=options.log_level,
     )
+
+
+def shutdown_delay(flag: float | None, env: str | None) -> float:
+    """``--shutdown-delay-seconds``, else ``NEOFLEET_SHUTDOWN_DELAY``, else 0."""
+    if flag is not None:
+        value, what = flag, "--shutdown-delay-seconds"
+    elif env:
+        what = "NEOFLEET_SHUTDOWN_DELAY"
+        try:
+            value = float(env)
+        except ValueError:
+            raise ServerConfigError(f"{what} {env[:50]!r} is not a number of seconds") from None
+    else:
+        return 0.0
+    if not (math.isfinite(value) and value >= 0):
+        raise ServerConfigError(f"{what} must be a number of seconds, not negative")
+    return value
 
 
 def _check_ranges(options: ServeOptions) -> None:
