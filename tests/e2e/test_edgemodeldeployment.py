@@ -23,7 +23,6 @@ BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
 
 def linear_onnx(scale: float) -> bytes:
     """x[1,4] -> y[1,2]: one MatMul (a bundle's artifact for the onnxruntime backend)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array((np.arange(8, dtype=np.float32).reshape(4, 2) * scale), "w")
@@ -148,3 +147,135 @@ def test_a_pool_without_a_fitting_bundle_says_which_targets_would_fit(
     assert "edge" in cond["message"] and "aarch64" in cond["message"]
     wait_until(lambda: ready_pods(kube_api, namespace, "neofleet.io/pool=cpu"),
                "the cpu pool to serve anyway", 180)
+
+
+def slow_onnx(layers: int = 8, rows: int = 2048, width: int = 1024) -> bytes:
+    """The same signature as ``linear_onnx`` but ~17 GMAC per request (~0.15 s on one
+    core here): a real bundle whose serving latency breaches a canary threshold (no
+    sleep, no fault injection)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, width)).astype(np.float32), "w0"),
+             numpy_helper.from_array(np.array([rows, width], np.int64), "spread"),
+             numpy_helper.from_array(rng.standard_normal((width, 2)).astype(np.float32)
+                                     / width, "wout")]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]),
+             helper.make_node("Expand", ["h0", "spread"], ["a0"])]
+    for i in range(layers):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32),
+            f"w{i + 1}"))
+        nodes.append(helper.make_node("MatMul", [f"a{i}", f"w{i + 1}"], [f"a{i + 1}"]))
+    nodes += [helper.make_node("ReduceMean", [f"a{layers}"], ["m"], axes=[0], keepdims=1),
+              helper.make_node("MatMul", ["m", "wout"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _canary_rollout(prometheus: str, p99_limit_s: float) -> dict[str, Any]:
+    analysis = {"prometheus": prometheus, "interval": "3s", "count": 2, "failureLimit": 0,
+                "window": "15s",
+                "metrics": [{"name": "p99-latency", "threshold": p99_limit_s},
+                            {"name": "error-ratio", "threshold": 0.01}]}
+    return {"strategy": "Canary", "autoRollback": True,
+            "steps": [{"setWeight": 50}, {"analysis": analysis}, {"setWeight": 100}]}
+
+
+def _patch_artifact(api: Any, namespace: str, name: str, uri: str,
+                    rollout: dict[str, Any]) -> None:
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name,
+        {"spec": {"model": {"artifacts": [{"target": "x86_64-avx512", "uri": uri}]},
+                  "rollout": rollout}})
+
+
+@pytest.fixture
+def observed(kube_api: Any, namespace: str, tmp_path: Path) -> Any:
+    """Prometheus scraping the namespace's runtime pods (file_sd kept by PodTargets)."""
+    from tests.support.pod_discovery import PodTargets
+    from tests.support.prometheus import PrometheusServer, prometheus_binary
+
+    if prometheus_binary() is None:
+        pytest.skip("prometheus is not installed")
+    targets = tmp_path / "sd" / "runtime.json"
+    with PodTargets(kube_api, namespace, "app.kubernetes.io/name=neofleet-runtime",
+                    targets) as _, PrometheusServer([], file_sd=[targets]) as prom:
+        yield prom
+
+
+def _deploy_stable(api: Any, namespace: str, registry: Any, tmp_path: Path,
+                   name: str) -> str:
+    uri = push(tmp_path, registry, f"{name}-v1", linear_onnx(1.0))
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL,
+        emd(name, [{"target": "x86_64-avx512", "uri": uri}], [CPU]))
+    wait_until(lambda: status_of(api, namespace, name).get("phase") == "Healthy",
+               "the first revision to be Healthy", 240)
+    return str(status_of(api, namespace, name)["stableRevision"])
+
+
+def test_a_good_canary_completes_with_zero_failed_requests(
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any,
+        observed: Any, tmp_path: Path) -> None:
+    from tests.support.traffic import TrafficDriver
+
+    stable = _deploy_stable(kube_api, namespace, registry, tmp_path, "good")
+    new = push(tmp_path, registry, "good-v2", linear_onnx(1.0 + 1e-6))
+    with TrafficDriver(kube_api, namespace, "neofleet.io/edgemodeldeployment=good", "good",
+                       BODY) as traffic:
+        wait_until(lambda: traffic.results, "traffic to flow", 30)
+        _patch_artifact(kube_api, namespace, "good", new, _canary_rollout(observed.url, 1.0))
+        done = wait_until(lambda: (s := status_of(kube_api, namespace, "good")).get(
+            "stableRevision") not in (None, stable) or s.get("phase") == "RolledBack",
+            "the canary to finish", 420)
+        assert done
+        status = status_of(kube_api, namespace, "good")
+        wait_until(lambda: {e.revision for e in traffic.endpoints()} ==
+                   {status["stableRevision"]}, "only the new revision to serve", 60)
+    assert status["phase"] == "Healthy", status
+    assert not traffic.failures(), traffic.summary()
+    counts = traffic.by_revision()
+    assert counts.get(stable, 0) > 0 and counts.get(status["stableRevision"], 0) > 0, counts
+    measured = status["rollout"]["measurements"]
+    assert measured and all(m["ok"] for m in measured)
+    print(f"\ngood canary: {len(traffic.results)} requests, 0 failed, by revision {counts}")
+
+
+def test_a_slow_canary_is_rolled_back_by_the_analysis(
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any,
+        observed: Any, tmp_path: Path) -> None:
+    import time
+
+    from tests.support.traffic import TrafficDriver
+
+    stable = _deploy_stable(kube_api, namespace, registry, tmp_path, "bad")
+    slow = push(tmp_path, registry, "bad-v2", slow_onnx())
+    with TrafficDriver(kube_api, namespace, "neofleet.io/edgemodeldeployment=bad", "bad",
+                       BODY, timeout_s=30) as traffic:
+        wait_until(lambda: traffic.results, "traffic to flow", 30)
+        started = time.monotonic()
+        _patch_artifact(kube_api, namespace, "bad", slow, _canary_rollout(observed.url, 0.05))
+        wait_until(lambda: status_of(kube_api, namespace, "bad").get("phase") == "RolledBack",
+                   "the analysis to roll the canary back", 420)
+        wait_until(lambda: traffic.endpoints() and {e.revision for e in traffic.endpoints()}
+                   == {stable} and len(traffic.endpoints()) == 2,
+                   "traffic to be fully stable again", 120)
+        stable_again_s = time.monotonic() - started
+    status = status_of(kube_api, namespace, "bad")
+    assert status["stableRevision"] == stable and status.get("canaryRevision") is None
+    assert "p99-latency" in status["message"], status["message"]
+    failed_stable = [a for a in traffic.failures() if a.revision == stable]
+    assert not failed_stable, traffic.summary()
+    from kubernetes import client
+
+    events = client.CoreV1Api(kube_api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=bad").items
+    assert any(e.reason == "RolledBack" for e in events)
+    print(f"\nbad canary: stable again after {stable_again_s:.1f} s; failed requests: "
+          f"{len(traffic.failures())} ({len(failed_stable)} on the stable side); "
+          f"{status['message']}")

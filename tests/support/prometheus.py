@@ -1,10 +1,14 @@
-"""A real Prometheus for tests: Debian's ``prometheus`` scraping static targets.
+"""A real Prometheus for tests: Debian's ``prometheus`` scraping static targets and/or
+targets listed in ``file_sd`` files (``tests/support/pod_discovery.py`` writes one from
+the sandbox's pods).
 
     with PrometheusServer(["127.0.0.1:8080"]) as prom:
         prom.wait_for(lambda: prom.query("up") or None, timeout=60)
+    with PrometheusServer([], file_sd=[Path("pods.json")]) as prom: ...
 
 It listens on a free 127.0.0.1 port, keeps its TSDB in a temp dir, scrapes every second
-(its first scrape comes a few seconds after start) and is stopped by PID.
+(its first scrape comes a few seconds after start), re-reads the file_sd files on change
+(and at least every second) and is stopped by PID.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.process import LocalServer, find_binary
@@ -21,17 +26,18 @@ from tests.support.process import LocalServer, find_binary
 BINARY = "/usr/bin/prometheus"
 T = TypeVar("T")
 
-_CONFIG = """\
-global:
-  scrape_interval: {interval}
-  scrape_timeout: {interval}
-  evaluation_interval: {interval}
-scrape_configs:
-  - job_name: {job}
-    metrics_path: /metrics
-    static_configs:
-      - targets: [{targets}]
-"""
+
+def _config(targets: list[str], job: str, interval: str, file_sd: Sequence[Path]) -> str:
+    scrape: dict[str, Any] = {"job_name": job, "metrics_path": "/metrics"}
+    if targets or not file_sd:
+        scrape["static_configs"] = [{"targets": list(targets)}]
+    if file_sd:
+        scrape["file_sd_configs"] = [{"files": [str(path) for path in file_sd],
+                                      "refresh_interval": "1s"}]
+    doc = {"global": {"scrape_interval": interval, "scrape_timeout": interval,
+                      "evaluation_interval": interval},
+           "scrape_configs": [scrape]}
+    return json.dumps(doc, indent=2)  # JSON is YAML
 
 
 def prometheus_binary() -> str | None:
@@ -39,22 +45,23 @@ def prometheus_binary() -> str | None:
 
 
 class PrometheusServer(LocalServer):
-    """``prometheus`` on a free 127.0.0.1 port scraping ``targets`` (host:port)."""
+    """``prometheus`` on a free 127.0.0.1 port scraping ``targets`` (host:port) and the
+    targets of the ``file_sd`` files (JSON or YAML; the name must end in .json/.yml/.yaml)."""
 
     NAME = "prometheus"
     READY_PATH = "/-/ready"
     POLL_SECONDS = 0.1
 
     def __init__(self, targets: list[str], *, job: str = "neofleet", interval: str = "1s",
-                 start_timeout: float = 30.0, attempts: int = 3) -> None:
+                 start_timeout: float = 30.0, attempts: int = 3,
+                 file_sd: Sequence[Path] = ()) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
         super().__init__()
         self._binary = binary
         self._config = self._dir / "prometheus.yml"
-        self._config.write_text(_CONFIG.format(interval=interval, job=job,
-                                               targets=", ".join(f'"{t}"' for t in targets)))
+        self._config.write_text(_config(targets, job, interval, file_sd))
         self._start_with_retries(start_timeout, attempts)
 
     def _argv(self) -> list[str]:

@@ -187,3 +187,21 @@ def test_analysis_queries_and_limits() -> None:
     assert not evaluate(errors, None, None, "t").ok        # no data proves nothing
     assert evaluate(Query("x", "q", None, 1.0, None), 0.5, None, "t").limit == 1.0
     assert parse_duration("1m30s") == 90 and parse_duration("250ms") == 0.25
+
+
+def test_a_canary_whose_pods_never_get_ready_is_rolled_back_at_the_deadline() -> None:
+    sim = Sim(spec(strategy="Canary", progressDeadlineSeconds=30, steps=[{"setWeight": 50}]))
+    sim.step()
+    sim.step()
+    stable = sim.status["stableRevision"]
+    sim.step(D2)
+    canary = sim.status["canaryRevision"]
+    for _ in range(8):                          # the canary's pods crash: never ready
+        for name, w in list(sim.workloads.items()):
+            if w.revision == canary:
+                sim.workloads[name] = ObservedWorkload(name, w.kind, w.pool, w.revision,
+                                                       w.desired, 0)
+        sim.step(D2)
+    assert sim.status["phase"] == "RolledBack" and "not ready within 30 s" in \
+        sim.status["message"]
+    assert set(sim.sizes()) == {("cpu", stable), ("edge", stable)}

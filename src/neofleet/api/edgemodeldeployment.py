@@ -99,6 +99,8 @@ class Rollout(ApiModel):
     analysis: Analysis | None = Field(default=None, description=(
         "background analysis: measured at every interval while a canary runs"))
     auto_rollback: bool = True
+    progress_deadline_seconds: int = Field(default=600, ge=10, le=86400, description=(
+        "a step whose canary pods are not ready by then fails the rollout"))
     pool_order: Literal["Sequential", "Parallel"] = Field(default="Sequential", description=(
         "Sequential: the pools in list order, each through every step, so a bad revision "
         "stops at the first pool; Parallel: every pool takes each step together"))

@@ -228,6 +228,13 @@ class _Planner:
             self._analysis_failed(stable, canary, rollout)
             return
         self._advance(rollout)
+        if self._stuck(rollout):
+            why = (f"the canary pods of step {rollout.step_index} were not ready within "
+                   f"{self.spec.rollout.progress_deadline_seconds} s")
+            if self.spec.rollout.auto_rollback:
+                self._rollback(stable, canary, why)
+                return
+            self.status.phase, self.status.message = "Degraded", why
         self._scale(stable, canary, rollout)
         if rollout.pool_index >= len(self._pool_groups()):
             self._complete(stable, canary)
@@ -251,6 +258,15 @@ class _Planner:
                 return
             self._next_step(rollout, steps)
             group = self._pool_groups()[min(rollout.pool_index, len(self._pool_groups()) - 1)]
+
+    def _stuck(self, rollout: RolloutStatus) -> bool:
+        """A step that waits for canary pods has waited past the progress deadline."""
+        steps = steps_of(self.spec)
+        waits_for_pods = rollout.step_index >= len(steps) or \
+            steps[rollout.step_index].set_weight is not None
+        return (waits_for_pods and rollout.pool_index < len(self._pool_groups())
+                and _elapsed(rollout.step_start_time, self.world.now)
+                > self.spec.rollout.progress_deadline_seconds)
 
     def _next_step(self, rollout: RolloutStatus, steps: list[Step]) -> None:
         rollout.step_index += 1
