@@ -72,6 +72,18 @@ def test_neofleet_images_run_the_cli_of_the_agents_interpreter_with_ports_rewrit
     assert result.containers[0].env["PORT"] == "41000"
 
 
+def test_the_agents_interpreter_is_not_rewritten_when_it_lies_under_a_mount(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout under /tmp and a pod mounting an emptyDir at /tmp (found by CI)."""
+    monkeypatch.setattr(sys, "executable", "/tmp/ci/.venv/bin/python")
+    container = {"name": "server", "image": "neofleet-runtime:0.1",
+                 "args": ["serve", "/tmp/bundle"],
+                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    argv = plan(pod(container, volumes=[{"name": "tmp", "emptyDir": {}}])).containers[0].argv
+    assert argv == ("/tmp/ci/.venv/bin/python", "-m", "neofleet.cli", "serve",
+                    "/sb/pods/u-1/volumes/tmp/bundle")
+
+
 def test_only_listed_host_variables_reach_the_process() -> None:
     env = plan(pod({"name": "c", "image": "busybox", "command": ["true"]})).containers[0].env
     assert env == {"PATH": "/usr/bin:/bin", "HOME": "/root"}

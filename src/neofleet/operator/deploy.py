@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from neofleet.api.edgemodeldeployment import EdgeModelDeploymentSpec, Measurement
-from neofleet.operator.kube import Kube, utc_now
+from neofleet.operator.kube import Kube, namespace_terminating, utc_now
 from neofleet.operator.metrics import OperatorMetrics
 from neofleet.operator.planning import analysis as analyses
 from neofleet.operator.planning.artifacts import (
@@ -57,11 +57,15 @@ class DeploymentReconciler:
     def reconcile(self, namespace: str, name: str) -> None:
         with self._guard:
             lock = self._locks.setdefault((namespace, name), threading.Lock())
-        started, outcome = time.perf_counter(), "error"
+        started, outcome, requeue = time.perf_counter(), "error", None
         try:
             with lock:
                 requeue = self._reconcile(namespace, name)
             outcome = "ok"
+        except Exception as exc:
+            if not namespace_terminating(exc):
+                raise
+            outcome = "ok"      # its namespace is going away, and the object with it
         finally:
             self.metrics.observe_reconcile("EdgeModelDeployment", outcome,
                                            time.perf_counter() - started)

@@ -27,6 +27,12 @@ SPEC_HASH = "neofleet.io/spec-hash"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+def namespace_terminating(exc: BaseException) -> bool:
+    """A write refused because the namespace is being deleted (nothing left to do)."""
+    return (isinstance(exc, ApiException) and exc.status == 403
+            and "NamespaceTerminating" in str(exc.body))
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -157,21 +157,24 @@ def _container(container: dict[str, Any], pod: Mapping[str, Any], folder: Path,
     name = container["name"]
     termination = folder / "containers" / name / "termination-log"
     rewrites = _path_rewrites(container, volumes, termination)
-    argv = _argv(container, ports)
+    entry, argv = _argv(container, ports)
     env = {key: host_env[key] for key in PASSED_HOST_ENV if key in host_env}
     if ports:
         env["PORT"] = str(next(iter(ports.values())))
     env.update(_env(container, pod, lookup))
     return ContainerPlan(
         name=name,
-        argv=tuple(_rewrite(arg, rewrites) for arg in argv),
+        # the agent's own interpreter path is never a container path (it may live under
+        # a mounted path such as /tmp when the checkout does)
+        argv=(*entry, *(_rewrite(arg, rewrites) for arg in argv)),
         env={key: _rewrite(value, rewrites) for key, value in env.items()},
         cwd=folder / "containers" / name / "work",
         termination_path=termination,
         readiness=_probe(container.get("readinessProbe"), container, ports))
 
 
-def _argv(container: dict[str, Any], ports: dict[int, int]) -> list[str]:
+def _argv(container: dict[str, Any], ports: dict[int, int]) -> tuple[list[str], list[str]]:
+    """(the agent's entry point, the container's own arguments to rewrite)."""
     kind = image_kind(container.get("image", ""))
     command = list(container.get("command") or [])
     args = [str(arg) for arg in container.get("args") or []]
@@ -179,13 +182,13 @@ def _argv(container: dict[str, Any], ports: dict[int, int]) -> list[str]:
         if not command and not args:
             raise PodSpecError("CreateContainerConfigError",
                                f"container {container['name']}: host images need a command")
-        return command + args
-    entry = [sys.executable, "-m", "neofleet.cli"]
-    if command and command[0] == "neofleet":
-        command = entry + command[1:]
-    elif command and command[0] in ("python", "python3"):
-        command = [sys.executable, *command[1:]]
-    return _rewrite_ports(command or entry, ports) + _rewrite_ports(args, ports)
+        return [], command + args
+    neofleet = [sys.executable, "-m", "neofleet.cli"]
+    if not command or command[0] == "neofleet":
+        return neofleet, _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports)
+    if command[0] in ("python", "python3"):
+        return [sys.executable], _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports)
+    return [], _rewrite_ports(command, ports) + _rewrite_ports(args, ports)
 
 
 def _rewrite_ports(args: list[str], ports: dict[int, int]) -> list[str]:
