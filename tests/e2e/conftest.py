@@ -27,6 +27,7 @@ def crds_installed(kube_api: Any) -> None:
 
     for path in sorted((ROOT / "crds").glob("*.yaml")):
         apply_all(kube_api, load_manifests(path))
+    apply_all(kube_api, [POD_MONITOR_CRD])
     ext = client.ApiextensionsV1Api(kube_api)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -34,10 +35,24 @@ def crds_installed(kube_api: Any) -> None:
                       for c in (crd.status.conditions or []))
                   for crd in ext.list_custom_resource_definition().items
                   if crd.spec.group == "neofleet.io"]
-        if len(states) == 2 and all(states):
+        if len(states) == 2 and all(states):  # (the PodMonitor CRD is not waited for)
             return
         time.sleep(0.2)
     raise AssertionError("the neofleet CRDs were not established")
+
+
+# The Prometheus Operator's PodMonitor kind, reduced to a schema that keeps every field
+# (test stand-in: the real CRD is 1 MB of YAML from a release that cannot be fetched here).
+# With it installed the operator creates a PodMonitor per EdgeModelDeployment.
+POD_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"kind": "PodMonitor", "plural": "podmonitors",
+                       "singular": "podmonitor", "listKind": "PodMonitorList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,10 @@ def test_three_pools_get_the_bundle_that_fits_and_serve_it(
             namespace, label_selector="neofleet.io/pool=edge").items,
         "one edge pod per arm64 node", 60)
     assert sorted(p.spec.node_name for p in edge) == ["edge-arm64-0", "edge-arm64-1"]
+    monitor = custom(kube_api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "podmonitors", "three")
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "neofleet.io/edgemodeldeployment": "three"}
 
 
 def test_a_pool_without_a_fitting_bundle_says_which_targets_would_fit(

@@ -205,3 +205,35 @@ def test_a_canary_whose_pods_never_get_ready_is_rolled_back_at_the_deadline() ->
     assert sim.status["phase"] == "RolledBack" and "not ready within 30 s" in \
         sim.status["message"]
     assert set(sim.sizes()) == {("cpu", stable), ("edge", stable)}
+
+
+def test_runtime_pods_are_restricted_and_labelled_for_metrics() -> None:
+    from neofleet.operator.planning.rollout import DesiredWorkload
+    from neofleet.operator.render.runtime import pod_monitor, scale_patch, workload
+
+    s = spec()
+    (cpu, edge) = resolutions(s)
+    owner = {"apiVersion": "neofleet.io/v1alpha1",
+             "metadata": {"name": "m", "namespace": "ns", "uid": "u"}}
+    canary = DesiredWorkload("m-edge-r2", "DaemonSet", s.pools[1], "r2",
+                             nodes=("arm-1",), artifact=edge)
+    ds = workload(canary, owner, s.runtime)
+    pod = ds["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["arm-1"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    args = container["args"]
+    assert args[:2] == ["serve", edge.candidate.uri] and "@sha256:" in args[1]
+    assert args[args.index("--revision") + 1] == "r2" and args[args.index("--pool") + 1] == "edge"
+    assert float(args[args.index("--shutdown-delay-seconds") + 1]) == 3.0
+    assert pod["terminationGracePeriodSeconds"] > 3 + 10
+    park = scale_patch(DesiredWorkload("m-edge-r1", "DaemonSet", s.pools[1], "r1",
+                                       parked=True))
+    assert park["spec"]["template"]["spec"]["nodeSelector"] == {"neofleet.io/parked": "true"}
+    assert pod_monitor(owner)["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+    assert cpu.candidate.target == "avx512"

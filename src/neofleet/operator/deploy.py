@@ -39,7 +39,7 @@ from neofleet.operator.planning.rollout import (
     plan_deployment,
 )
 from neofleet.operator.prometheus import query_scalar
-from neofleet.operator.render.runtime import scale_patch, service, workload
+from neofleet.operator.render.runtime import pod_monitor, scale_patch, service, workload
 
 LOG = logging.getLogger("neofleet.operator")
 
@@ -53,6 +53,7 @@ class DeploymentReconciler:
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _timers: dict[tuple[str, str], threading.Timer] = field(default_factory=dict)
+    _monitors_checked: tuple[float, bool] | None = None
 
     def reconcile(self, namespace: str, name: str) -> None:
         with self._guard:
@@ -82,6 +83,13 @@ class DeploymentReconciler:
     def resync(self, namespaces: list[str]) -> None:
         for emd in self.kube.list_edge_deployments(namespaces):
             self.reconcile(emd["metadata"]["namespace"], emd["metadata"]["name"])
+
+    def _pod_monitors_exist(self) -> bool:
+        """Checked at most once a minute (a CRD installed later is picked up)."""
+        now = time.monotonic()
+        if self._monitors_checked is None or now - self._monitors_checked[0] > 60:
+            self._monitors_checked = (now, self.kube.has_pod_monitors())
+        return self._monitors_checked[1]
 
     def stop(self) -> None:
         with self._guard:
@@ -162,6 +170,8 @@ class DeploymentReconciler:
         for pool in spec.pools:
             if any(d.pool.name == pool.name for d in plan.apply):
                 self.kube.ensure_service(service(emd, pool.name))
+        if plan.apply and self._pod_monitors_exist():
+            self.kube.ensure_pod_monitor(pod_monitor(emd))
         for desired in plan.apply:
             if desired.artifact is not None:
                 manifest = workload(desired, emd, spec.runtime)

@@ -134,6 +134,22 @@ class Kube:
             if exc.status != 409:
                 raise
 
+    def has_pod_monitors(self) -> bool:
+        """Whether the Prometheus Operator's PodMonitor CRD is installed."""
+        ext = client.ApiextensionsV1Api(self.api)
+        found = ext.list_custom_resource_definition(
+            field_selector="metadata.name=podmonitors.monitoring.coreos.com").items
+        return bool(found)
+
+    def ensure_pod_monitor(self, manifest: dict[str, Any]) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", manifest["metadata"]["namespace"],
+                "podmonitors", manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
     def patch_edge_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, EMD_PLURAL, name, {"status": status},

@@ -20,6 +20,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
+    # only used when the Prometheus Operator's PodMonitor CRD is installed
+    {"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

@@ -81,6 +81,23 @@ def service(emd: dict[str, Any], pool: str) -> dict[str, Any]:
                      "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}}
 
 
+def pod_monitor(emd: dict[str, Any]) -> dict[str, Any]:
+    """A Prometheus Operator PodMonitor scraping every runtime pod of ``emd`` (made only
+    when the cluster has the PodMonitor CRD). ``honorLabels`` keeps the runtime's own
+    ``pool``/``revision``/``target`` labels over any of the target's."""
+    meta = emd["metadata"]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "labels": {**APP, EMD_LABEL: meta["name"]},
+                         "ownerReferences": [{"apiVersion": emd["apiVersion"],
+                                              "kind": "EdgeModelDeployment",
+                                              "name": meta["name"], "uid": meta["uid"],
+                                              "controller": True}]},
+            "spec": {"selector": {"matchLabels": {EMD_LABEL: meta["name"]}},
+                     "podMetricsEndpoints": [{"port": "http", "path": "/metrics",
+                                              "honorLabels": True}]}}
+
+
 def service_name(emd: str, pool: str) -> str:
     return f"{emd[:40].rstrip('-')}-{pool[:20].rstrip('-')}"
 
