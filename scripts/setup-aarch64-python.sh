@@ -6,7 +6,8 @@
 # Result, at ${NEOFLEET_AARCH64_PYTHON:-$HOME/.cache/neofleet/aarch64-python}:
 #   sysroot/              Debian bookworm arm64 debs unpacked with dpkg-deb -x: libc6,
 #                         libstdc++6, CPython 3.11 and the libraries its stdlib links
-#   site-packages/        aarch64 wheels from PyPI, unzipped (numpy, pydantic, tvm-ffi, ORT)
+#   site-packages/        aarch64 wheels from PyPI, unzipped (numpy, pydantic, tvm-ffi, ORT,
+#                         and what `neofleet serve` imports: click, starlette, uvicorn, oras...)
 #   lib/libtvm_runtime.so from the aarch64 apache-tvm wheel (not the compiler library)
 #   versions.txt          the deb and wheel versions that were unpacked
 #   stamp                 written last: the pinned versions + sha256 of this script
@@ -47,6 +48,21 @@ WHEELS=(
   annotated-types==0.8.0 typing-inspection==0.4.5
   apache-tvm-ffi==0.1.14.post1
   onnxruntime==1.32.0 flatbuffers==25.12.19 packaging==26.3 protobuf==7.36.2
+)
+# What `neofleet serve` imports (the sandbox agent runs arm64 nodes' neofleet pods on this
+# Python): the CLI (click), the HTTP server (starlette, anyio, idna; plain uvicorn with h11:
+# `serve` asks for loop/http "auto", and without uvloop/httptools that is asyncio + h11),
+# /metrics, orjson, and oras for `oci://` sources with what it imports when it pulls
+# (requests and its deps, jsonschema and its deps). Pinned to the versions in the
+# repository's .venv (tests/unit/test_sandbox_agent.py checks that they stay equal).
+SERVE_WHEELS=(
+  click==8.5.1
+  starlette==1.10.0 anyio==4.16.0 idna==3.20 uvicorn==0.54.0 h11==0.16.0
+  prometheus-client==0.26.0 orjson==3.13.0
+  oras==0.2.43 requests==2.34.2 urllib3==2.8.0 certifi==2026.10.19.post1
+  charset-normalizer==3.5.3
+  jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
+  rpds-py==2026.9.1 attrs==26.1.0
 )
 TVM_WHEEL=apache-tvm==0.27.0.post1
 PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_24_aarch64
@@ -129,8 +145,8 @@ download_wheels() {  # $1: work dir; wheels land in $1/wheels
               --implementation cp --abi cp311 --abi abi3 --abi none -d "$1/wheels")
   local p
   for p in "${PLATFORMS[@]}"; do args+=(--platform "$p"); done
-  log "pip download ${#WHEELS[@]} aarch64 wheels + $TVM_WHEEL (${PIP_CMD[*]})"
-  "${PIP_CMD[@]}" "${args[@]}" "${WHEELS[@]}" "$TVM_WHEEL" >&2
+  log "pip download $((${#WHEELS[@]} + ${#SERVE_WHEELS[@]})) aarch64 wheels + $TVM_WHEEL (${PIP_CMD[*]})"
+  "${PIP_CMD[@]}" "${args[@]}" "${WHEELS[@]}" "${SERVE_WHEELS[@]}" "$TVM_WHEEL" >&2
 }
 
 unpack_wheels() {  # $1: work dir
@@ -171,9 +187,12 @@ smoke_test() {  # $1: out dir
 import ctypes, sys
 import bz2, decimal, json, lzma, sqlite3, ssl, uuid, zlib  # noqa: F401
 import numpy, onnxruntime, pydantic, tvm_ffi
+import click, orjson, prometheus_client, starlette.applications, uvicorn  # noqa: F401
+import h11, oras.container, oras.provider, requests  # noqa: F401
 ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)
 print(f"  ok: python {sys.version.split()[0]}, numpy {numpy.__version__}, pydantic "
-      f"{pydantic.VERSION}, onnxruntime {onnxruntime.__version__}, tvm_ffi {tvm_ffi.__version__}")
+      f"{pydantic.VERSION}, onnxruntime {onnxruntime.__version__}, tvm_ffi {tvm_ffi.__version__}"
+      f", uvicorn {uvicorn.__version__}, orjson {orjson.__version__}")
 EOF
 }
 
@@ -191,7 +210,7 @@ main() {
   mkdir -p "$HOME_DIR"
   exec 9>"$HOME_DIR/.lock"
   flock 9
-  KEY="$SUITE $PY debs: ${DEBS[*]} | wheels: ${WHEELS[*]} $TVM_WHEEL | script sha256:$(sha256sum "$SELF" | cut -d' ' -f1)"
+  KEY="$SUITE $PY debs: ${DEBS[*]} | wheels: ${WHEELS[*]} $TVM_WHEEL | serve: ${SERVE_WHEELS[*]} | script sha256:$(sha256sum "$SELF" | cut -d' ' -f1)"
   if [ -f "$HOME_DIR/stamp" ] && [ "$(cat "$HOME_DIR/stamp")" = "$KEY" ] \
       && [ -x "$HOME_DIR/sysroot/usr/bin/$PY" ]; then
     log "up to date: $HOME_DIR"

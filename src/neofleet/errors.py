@@ -5,6 +5,7 @@ Each package defines its own branch and draws it in its module docstring:
     NeofleetError
     ├── neofleet.bundle.BundleError
     ├── neofleet.compiler.CompileError
+    ├── neofleet.emulation.EmulatorUnavailable
     ├── neofleet.runtime.RuntimeModelError
     └── neofleet.sandbox.errors.SandboxError
 

@@ -69,3 +69,13 @@ def test_runtime_extra_installs_no_compiler() -> None:
     names = {re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower() for req in runtime}
     assert not names & {"apache-tvm", "torch", "onnx", "onnxscript", "xgboost", "psutil"}
     assert {"apache-tvm-ffi", "onnxruntime"} <= names
+
+
+def test_the_shared_emulation_module_belongs_to_no_layer() -> None:
+    """neofleet.emulation serves the compiler and the sandbox: it imports neither (nor any
+    other layer), only the standard library and neofleet's root."""
+    layers = ("neofleet.bundle", "neofleet.compiler", "neofleet.runtime", "neofleet.sandbox",
+              "neofleet.api", "neofleet.operator", "neofleet.cli")
+    names = _imports(SRC / "emulation.py")
+    assert not [n for n in names if any(n == bad or n.startswith(bad + ".") for bad in layers)]
+    assert {n.split(".")[0] for n in names} <= set(sys.stdlib_module_names) | {"neofleet"}

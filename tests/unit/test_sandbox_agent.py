@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from neofleet.sandbox.agent.podplan import encode_configmap, image_kind, plan_pod
+from neofleet.sandbox.agent.podplan import (
+    Guest,
+    PodPlan,
+    encode_configmap,
+    image_kind,
+    kube_arch,
+    needs_guest,
+    plan_pod,
+)
 from neofleet.sandbox.agent.status import ContainerState, pod_phase, pod_status
 from neofleet.sandbox.errors import PodSpecError
-from neofleet.sandbox.pools import DEFAULT_POOLS, POOL_LABEL, node_manifest, node_names
+from neofleet.sandbox.pools import (
+    DEFAULT_POOLS,
+    POOL_LABEL,
+    Pool,
+    node_arch,
+    node_manifest,
+    node_names,
+)
 
 HOST_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SECRET_OF_THE_HOST": "x"}
 
@@ -82,6 +98,205 @@ def test_the_agents_interpreter_is_not_rewritten_when_it_lies_under_a_mount(
     argv = plan(pod(container, volumes=[{"name": "tmp", "emptyDir": {}}])).containers[0].argv
     assert argv == ("/tmp/ci/.venv/bin/python", "-m", "neofleet.cli", "serve",
                     "/sb/pods/u-1/volumes/tmp/bundle")
+
+
+QEMU_GUEST = Guest(python=("/usr/bin/qemu-aarch64-static", "-L", "/tmp/a64/sysroot",
+                             "/tmp/a64/sysroot/usr/bin/python3.11"),
+                   env={"PYTHONPATH": "/tmp/a64/neofleet-src/d:/tmp/a64/site-packages",
+                        "PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1", "LANG": "C.UTF-8",
+                        "NEOFLEET_TVM_RUNTIME_LIB": "/tmp/a64/lib/libtvm_runtime.so"},
+                   emulator="qemu-aarch64-static")
+SERVE = {"name": "runtime", "image": "localhost/neofleet-runtime:e2e",
+         "args": ["serve", "oci://127.0.0.1:5000/models/m@sha256:" + "a" * 64,
+                  "--port", "8080", "--cache-dir", "/var/cache/neofleet"],
+         "ports": [{"containerPort": 8080}],
+         "env": [{"name": "TMPDIR", "value": "/tmp"},
+                 {"name": "PYTHONPATH", "value": "/opt/app"}],
+         "volumeMounts": [{"name": "cache", "mountPath": "/var/cache/neofleet"},
+                          {"name": "tmp", "mountPath": "/tmp"}]}
+SERVE_VOLUMES = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+
+
+def arm_plan(p: dict[str, Any], guest: Callable[[str], Guest] | None = None,
+             ports: list[int] | None = None) -> tuple[PodPlan, list[str]]:
+    """plan_pod as the agent calls it on an x86_64 machine; which archs the guest was asked."""
+    asked: list[str] = []
+
+    def lookup(arch: str) -> Guest:
+        asked.append(arch)
+        assert guest is not None, "no guest expected"
+        return guest(arch)
+
+    arch = "arm64" if p["spec"]["nodeName"].startswith("edge-arm64") else "amd64"
+    result = plan_pod(p, Path("/sb/pods/u-1"), ports or [], objects, HOST_ENV,
+                      node_arch=arch, host_arch="amd64", guest=lookup)
+    return result, asked
+
+
+def qemu_stand_in(arch: str) -> Guest:
+    return QEMU_GUEST
+
+
+def test_an_arm64_nodes_neofleet_pod_runs_the_cli_on_the_emulated_python() -> None:
+    result, asked = arm_plan(pod(SERVE, volumes=SERVE_VOLUMES, nodeName="edge-arm64-0"),
+                             qemu_stand_in, ports=[41000])
+    assert asked == ["arm64"]
+    c = result.containers[0]
+    # the guest's own paths live under /tmp here and are still never rewritten
+    assert c.argv == (*QEMU_GUEST.python, "-m", "neofleet.cli", "serve",
+                      "oci://127.0.0.1:5000/models/m@sha256:" + "a" * 64, "--port", "41000",
+                      "--cache-dir", "/sb/pods/u-1/volumes/cache")
+    assert c.emulator == "qemu-aarch64-static"
+    # the pod's variables are rewritten as usual; what the emulated Python needs wins
+    assert c.env == {"PATH": "/usr/bin:/bin", "HOME": "/root", "PORT": "41000",
+                     "TMPDIR": "/sb/pods/u-1/volumes/tmp", **QEMU_GUEST.env}
+
+
+def test_an_amd64_nodes_neofleet_pod_runs_the_cli_of_the_agents_interpreter() -> None:
+    result, asked = arm_plan(pod(SERVE, volumes=SERVE_VOLUMES, nodeName="cpu-amd64-1"),
+                             ports=[41000])
+    assert asked == []
+    c = result.containers[0]
+    assert c.argv[:4] == (sys.executable, "-m", "neofleet.cli", "serve")
+    assert c.emulator == ""
+    assert c.env == {"PATH": "/usr/bin:/bin", "HOME": "/root", "PORT": "41000",
+                     "TMPDIR": "/sb/pods/u-1/volumes/tmp", "PYTHONPATH": "/opt/app"}
+
+
+def test_an_arm64_nodes_host_image_compile_pod_and_python_command() -> None:
+    host = {"name": "sh", "image": "sandbox.neofleet.io/host", "command": ["sh", "-c", "true"]}
+    result, asked = arm_plan(pod(host, nodeName="edge-arm64-1"))
+    assert asked == [] and result.containers[0].argv == ("sh", "-c", "true")
+    # an aarch64 target's compile pod lands on an arm64 node: the compiler's output does not
+    # depend on its CPU (it cross-compiles and verifies under qemu), so it runs natively
+    compile_pod = {"name": "compile", "image": "localhost/neofleet-compiler:e2e",
+                   "args": ["compile-pod", "--result", "/dev/termination-log"]}
+    result, asked = arm_plan(pod(compile_pod, nodeName="edge-arm64-0"))
+    assert asked == [] and result.containers[0].argv[:4] == (
+        sys.executable, "-m", "neofleet.cli", "compile-pod")
+    python = {"name": "py", "image": "neofleet-runtime:1", "command": ["python3", "-c", "1"]}
+    result, asked = arm_plan(pod(python, nodeName="edge-arm64-1"), qemu_stand_in)
+    assert result.containers[0].argv == (*QEMU_GUEST.python, "-c", "1")
+
+
+def test_an_arm64_nodes_neofleet_image_with_another_command_is_refused() -> None:
+    shell = {"name": "sh", "image": "neofleet-runtime:1", "command": ["sh", "-c", "serve"]}
+    with pytest.raises(PodSpecError, match="neofleet-runtime runs only neofleet or python "
+                       r"\(under qemu-aarch64-static\); 'sh' would run on this machine's CPU"
+                       ) as caught:
+        arm_plan(pod(shell, nodeName="edge-arm64-0"), qemu_stand_in)
+    assert caught.value.reason == "CreateContainerConfigError"
+
+
+def test_without_a_usable_emulator_an_arm64_neofleet_pod_fails_and_says_what_to_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neofleet.sandbox.agent.guest import qemu_guest
+
+    monkeypatch.setenv("NEOFLEET_AARCH64_PYTHON", str(tmp_path / "nothing"))
+    with pytest.raises(PodSpecError, match="run scripts/setup-aarch64-python.sh") as caught:
+        arm_plan(pod(SERVE, volumes=SERVE_VOLUMES, nodeName="edge-arm64-0"), qemu_guest,
+                 ports=[1])
+    assert caught.value.reason == "CreateContainerConfigError"
+    assert "qemu-aarch64-static" in str(caught.value)
+
+
+def fake_aarch64_home(root: Path, modules: tuple[str, ...]) -> Path:
+    """The files find/locate_emulator look at (nothing here can run)."""
+    (root / "sysroot" / "usr" / "bin").mkdir(parents=True)
+    (root / "sysroot" / "usr" / "bin" / "python3.11").write_bytes(b"")
+    (root / "lib").mkdir()
+    (root / "lib" / "libtvm_runtime.so").write_bytes(b"")
+    (root / "stamp").write_text("test\n")
+    for module in modules:
+        (root / "site-packages" / module).mkdir(parents=True)
+    (root / "site-packages").mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    qemu = bin_dir / "qemu-aarch64-static"
+    qemu.write_text("#!/bin/sh\nexit 1\n")
+    qemu.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return qemu
+
+
+def test_an_environment_from_an_older_setup_script_is_refused_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_qemu: Path) -> None:
+    from neofleet.sandbox.agent.guest import qemu_guest
+
+    home = fake_aarch64_home(tmp_path / "a64", ("numpy", "pydantic", "onnxruntime"))
+    monkeypatch.setenv("NEOFLEET_AARCH64_PYTHON", str(home))
+    with pytest.raises(PodSpecError, match=r"lacks click, starlette, .*uvicorn.*"
+                       r"run scripts/setup-aarch64-python.sh") as caught:
+        qemu_guest("arm64")
+    assert caught.value.reason == "CreateContainerConfigError"
+    with pytest.raises(PodSpecError, match="emulates arm64 only"):
+        qemu_guest("s390x")
+
+
+def test_the_qemu_guest_is_the_compilers_emulated_python_with_a_copy_of_neofleet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_qemu: Path) -> None:
+    from neofleet.emulation import SERVE_MODULES
+    from neofleet.sandbox.agent.guest import qemu_guest
+
+    home = fake_aarch64_home(tmp_path / "a64", SERVE_MODULES)
+    monkeypatch.setenv("NEOFLEET_AARCH64_PYTHON", str(home))
+    guest = qemu_guest("arm64")
+    assert guest.python == (str(fake_qemu), "-L", str(home / "sysroot"),
+                            str(home / "sysroot" / "usr" / "bin" / "python3.11"))
+    package_root, site = guest.env["PYTHONPATH"].split(":")
+    assert site == str(home / "site-packages")
+    assert Path(package_root).parent == home / "neofleet-src"
+    assert (Path(package_root) / "neofleet" / "cli.py").is_file()
+    assert sorted(p.name for p in Path(package_root).iterdir()) == ["neofleet"]
+    assert (guest.env["PYTHONNOUSERSITE"], guest.env["PYTHONSAFEPATH"]) == ("1", "1")
+    assert guest.env["NEOFLEET_TVM_RUNTIME_LIB"] == str(home / "lib" / "libtvm_runtime.so")
+
+
+def test_the_emulated_serve_wheels_are_pinned_to_the_host_venvs_versions() -> None:
+    import importlib.metadata
+    import re
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" /
+              "setup-aarch64-python.sh").read_text()
+    block = re.search(r"^SERVE_WHEELS=\((.*?)^\)", script, re.M | re.S)
+    assert block is not None
+    pins = dict(pin.split("==") for pin in block.group(1).split())
+    assert {"uvicorn", "starlette", "oras", "orjson", "click", "h11"} <= set(pins)
+    assert {name: importlib.metadata.version(name) for name in pins} == pins
+
+
+@pytest.mark.parametrize(("image", "node", "emulated"), [
+    ("neofleet-runtime:1", "arm64", True),
+    ("ghcr.io/x/neofleet-runtime@sha256:" + "b" * 64, "arm64", True),
+    ("neofleet-runtime:1", "amd64", False),
+    ("neofleet-compiler:1", "arm64", False),
+    ("neofleet-operator:1", "arm64", False),
+    ("busybox:1.36", "arm64", False),
+])
+def test_only_the_runtime_image_runs_emulated_and_only_on_a_foreign_arch(
+        image: str, node: str, emulated: bool) -> None:
+    assert needs_guest(image, node, "amd64") is emulated
+
+
+@pytest.mark.parametrize(("machine", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64"),
+                                               ("AMD64", "amd64"), ("arm64", "arm64")])
+def test_machine_names_map_to_kubernetes_arch(machine: str, arch: str) -> None:
+    assert kube_arch(machine) == arch
+
+
+def test_a_pools_arch_is_its_nodes_arch_label() -> None:
+    by_name = {p.name: p for p in DEFAULT_POOLS}
+    assert (node_arch(by_name["edge-arm64"]), node_arch(by_name["cpu-amd64"])) == (
+        "arm64", "amd64")
+    relabelled = Pool(name="odd", labels={"kubernetes.io/arch": "arm64"})
+    assert node_arch(relabelled) == "arm64"
+    assert node_manifest(relabelled, "odd-0")["metadata"]["labels"]["kubernetes.io/arch"] \
+        == "arm64"
 
 
 def test_only_listed_host_variables_reach_the_process() -> None:
@@ -232,3 +447,75 @@ def test_a_pools_file_with_a_bad_quantity_is_refused_before_anything_starts(
         load_pools(path)
     path.write_text("- name: gpu\n  nodes: 2\n  capacity: {nvidia.com/gpu: '4'}\n")
     assert load_pools(path)[0].capacity == {"nvidia.com/gpu": "4"}
+
+
+class _RecordingCore:
+    """Stands in for CoreV1Api: records the agent's writes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append((name, args))
+
+
+class _NoRunner:
+    """Stands in for PodRunner: keeps the plan, starts nothing."""
+
+    plans: list[Any] = []
+
+    def __init__(self, plan: Any, images: Any, report: Any) -> None:
+        _NoRunner.plans.append(plan)
+
+    def start(self) -> None:
+        pass
+
+
+def agent_for_test(tmp_path: Path, guest: Callable[[str], Guest],
+                   monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _RecordingCore]:
+    from kubernetes import client
+
+    from neofleet.sandbox.agent import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "PodRunner", _NoRunner)
+    monkeypatch.setattr(agent_module, "HOST_ARCH", "amd64")
+    agent = agent_module.NodeAgent(client.ApiClient(), DEFAULT_POOLS, tmp_path, HOST_ENV,
+                                   guest=guest)
+    core = _RecordingCore()
+    agent.core = core
+    return agent, core
+
+
+def test_the_agent_plans_an_arm64_nodes_pod_on_the_guest_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, core = agent_for_test(tmp_path, qemu_stand_in, monkeypatch)
+    _NoRunner.plans.clear()
+    agent.handle(pod(SERVE, volumes=SERVE_VOLUMES, nodeName="edge-arm64-1"))
+    agent.handle({**pod(SERVE, volumes=SERVE_VOLUMES, nodeName="cpu-amd64-0"),
+                  "metadata": {"name": "q", "namespace": "ns", "uid": "u-2"}})
+    arm, amd = _NoRunner.plans
+    assert arm.containers[0].argv[:4] == QEMU_GUEST.python
+    assert amd.containers[0].argv[0] == sys.executable
+    events = [args[1] for name, args in core.calls if name == "create_namespaced_event"]
+    assert "(the runtime under qemu-aarch64-static)" in events[0]["message"]
+    assert "simulates pool edge-arm64 (arm64)" in events[0]["message"]
+    assert "under" not in events[1]["message"]
+
+
+def test_the_agent_refuses_an_arm64_neofleet_pod_without_the_emulator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(arch: str) -> Guest:
+        raise PodSpecError("CreateContainerConfigError", "no emulator: run "
+                           "scripts/setup-aarch64-python.sh")
+
+    agent, core = agent_for_test(tmp_path, missing, monkeypatch)
+    _NoRunner.plans.clear()
+    agent.handle(pod(SERVE, volumes=SERVE_VOLUMES, nodeName="edge-arm64-0"))
+    assert _NoRunner.plans == []
+    status = next(args[2]["status"] for name, args in core.calls
+                  if name == "patch_namespaced_pod_status")
+    waiting = status["containerStatuses"][0]["state"]["waiting"]
+    assert waiting == {"reason": "CreateContainerConfigError",
+                       "message": "no emulator: run scripts/setup-aarch64-python.sh"}
+    event = next(args[1] for name, args in core.calls if name == "create_namespaced_event")
+    assert (event["type"], event["reason"]) == ("Warning", "CreateContainerConfigError")

@@ -1,15 +1,9 @@
 """Verify aarch64 bundles by really running them under qemu-user.
 
-``emulated_probe`` runs ``python -m neofleet.runtime.probe`` on an emulated aarch64
-CPython: ``qemu-aarch64-static -L <sysroot> <sysroot>/usr/bin/python3.11``, with the
-environment that ``scripts/setup-aarch64-python.sh`` builds (binfmt is never needed)::
-
-    $NEOFLEET_AARCH64_PYTHON (default ~/.cache/neofleet/aarch64-python)
-    ├─ sysroot/                Debian bookworm arm64 libc, libstdc++ and CPython 3.11
-    ├─ site-packages/          aarch64 wheels: numpy, pydantic, apache-tvm-ffi, onnxruntime
-    ├─ lib/libtvm_runtime.so   from the aarch64 apache-tvm wheel
-    ├─ stamp                   written last by the setup script
-    └─ neofleet-src/<digest>/  copies of this host's pure-Python neofleet (made here)
+``emulated_probe`` runs ``python -m neofleet.runtime.probe`` on the emulated aarch64
+CPython that ``scripts/setup-aarch64-python.sh`` builds (``neofleet.emulation`` says where
+it lives and how a guest starts: ``qemu-aarch64-static -L <sysroot>
+<sysroot>/usr/bin/python3.11``, binfmt is never needed).
 
 The guest gets a clean environment: one TVM thread, user site off, no host variables.
 
@@ -22,27 +16,26 @@ The guest gets a clean environment: one TVM thread, user site off, no host varia
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import shutil
 import subprocess
 import tempfile
-import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import neofleet
 from neofleet.compiler.errors import CompileError
+from neofleet.emulation import (
+    SETUP_HINT,
+    Emulator,
+    EmulatorUnavailable,
+    copy_package,
+    guest_argv,
+    guest_python_env,
+    locate_emulator,
+    staged_package,
+)
 
-QEMU = "qemu-aarch64-static"
-GUEST_PYTHON = "usr/bin/python3.11"
-SETUP_HINT = "run scripts/setup-aarch64-python.sh"
-_COPIES = "neofleet-src"
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 _TAIL = 2000
-_STALE_S = 86400.0
 
 
 class EmulationError(CompileError):
@@ -71,51 +64,15 @@ class EmulatedProbeError(EmulationError):
             self.reason = probe_reason
 
 
-@dataclass(frozen=True)
-class Emulator:
-    """A usable qemu binary and aarch64 environment."""
+def find_emulator(modules: Iterable[str] = ()) -> Emulator:
+    """Return the emulator, or raise ``EmulationError`` saying what is missing.
 
-    qemu: Path
-    home: Path
-
-    @property
-    def sysroot(self) -> Path:
-        return self.home / "sysroot"
-
-    @property
-    def python(self) -> Path:
-        return self.sysroot / GUEST_PYTHON
-
-    @property
-    def site_packages(self) -> Path:
-        return self.home / "site-packages"
-
-    @property
-    def tvm_runtime(self) -> Path:
-        return self.home / "lib" / "libtvm_runtime.so"
-
-
-def aarch64_python_home() -> Path:
-    """Where the setup script builds the aarch64 environment."""
-    explicit = os.environ.get("NEOFLEET_AARCH64_PYTHON")
-    if explicit:
-        return Path(explicit)
-    return Path.home() / ".cache" / "neofleet" / "aarch64-python"
-
-
-def find_emulator() -> Emulator:
-    """Return the emulator, or raise ``EmulationError`` saying what is missing."""
-    qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise EmulationError(f"{QEMU} not found on PATH: {SETUP_HINT} (installs qemu-user-static)")
-    emulator = Emulator(qemu=Path(qemu), home=aarch64_python_home())
-    needed = [emulator.home / "stamp", emulator.python, emulator.site_packages,
-              emulator.tvm_runtime]
-    missing = [str(path) for path in needed if not path.exists()]
-    if missing:
-        raise EmulationError(f"aarch64 Python environment incomplete at {emulator.home} "
-                             f"(missing {', '.join(missing)}): {SETUP_HINT}")
-    return emulator
+    ``modules``: top-level modules the emulated site-packages must also hold.
+    """
+    try:
+        return locate_emulator(modules)
+    except EmulatorUnavailable as exc:
+        raise EmulationError(str(exc)) from exc
 
 
 def emulated_probe(
@@ -144,8 +101,7 @@ def emulated_probe(
     probe_args += extra_args or []
     with contextlib.ExitStack() as stack:
         package_root = _staged_package(stack, emulator.home)
-        command = [str(emulator.qemu), "-L", str(emulator.sysroot), str(emulator.python),
-                   "-m", "neofleet.runtime.probe", *probe_args]
+        command = [*guest_argv(emulator), "-m", "neofleet.runtime.probe", *probe_args]
         proc = _run(command, _guest_env(emulator, package_root), package_root, timeout_s)
     if proc.returncode != 0:
         raise _failure(proc)
@@ -156,11 +112,7 @@ def _guest_env(emulator: Emulator, package_root: Path) -> dict[str, str]:
     return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(package_root),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": f"{package_root}{os.pathsep}{emulator.site_packages}",
-        "PYTHONNOUSERSITE": "1",
-        "PYTHONSAFEPATH": "1",
-        "NEOFLEET_TVM_RUNTIME_LIB": str(emulator.tvm_runtime),
+        **guest_python_env(emulator, package_root),
         "TVM_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
@@ -230,53 +182,11 @@ def _text(value: str | bytes | None) -> str:
 
 
 def _staged_package(stack: contextlib.ExitStack, home: Path) -> Path:
-    """A directory holding a copy of this host's ``neofleet`` package, for PYTHONPATH.
-
-    Copies are cached under ``home`` by a digest of the sources (so the guest's .pyc files
-    are reused); when ``home`` is not writable, a temporary copy lives for this call.
-    """
-    source = Path(neofleet.__file__).resolve().parent
+    """``staged_package(home)``; when ``home`` is not writable, a temporary copy that lives
+    for this call."""
     try:
-        return _cached_copy(source, home / _COPIES)
+        return staged_package(home)
     except OSError:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="neofleet-qemu-")))
-        shutil.copytree(source, root / "neofleet", ignore=_IGNORE)
+        copy_package(root)
         return root
-
-
-def _cached_copy(source: Path, cache: Path) -> Path:
-    final = cache / _source_digest(source)
-    if (final / "neofleet").is_dir():
-        os.utime(final)  # marks it used, for _prune
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
-    try:
-        shutil.copytree(source, staging / "neofleet", ignore=_IGNORE)
-        staging.replace(final)
-    except OSError:
-        if not (final / "neofleet").is_dir():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _prune(cache, keep=final)
-    return final
-
-
-def _prune(cache: Path, *, keep: Path) -> None:
-    """Drop copies of older sources unused for a day (a running probe may hold a newer one)."""
-    horizon = time.time() - _STALE_S
-    for entry in cache.iterdir():
-        with contextlib.suppress(OSError):  # another process may be pruning too
-            if entry != keep and not entry.name.startswith(".") and \
-                    entry.stat().st_mtime < horizon:
-                shutil.rmtree(entry, ignore_errors=True)
-
-
-def _source_digest(source: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(source.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            digest.update(str(path.relative_to(source)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]

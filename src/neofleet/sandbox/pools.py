@@ -5,7 +5,9 @@ the operator selects bundles for: x86_64 servers with AVX-512 (NFD-style CPU fea
 labels), arm64 edge boxes, and a T4 GPU node (``nvidia.com/gpu`` capacity and the GPU
 feature-discovery labels, tainted as GKE and the NVIDIA operator taint GPU nodes). The
 node agent runs every pod on this machine, whatever the pool claims: the labels are what
-the scheduler and the operator see, not what executes.
+the scheduler and the operator see, not what executes, except the architecture (an arm64
+node's ``neofleet-runtime`` containers run under qemu-aarch64,
+``neofleet.sandbox.agent.guest``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from neofleet.sandbox.errors import StateError
 
 POOL_LABEL = "neofleet.io/pool"
+ARCH_LABEL = "kubernetes.io/arch"
 SIMULATED_LABEL = "sandbox.neofleet.io/simulated"
 KUBELET_VERSION = "v1.20.2"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"   # the apiserver's own rule
@@ -92,10 +95,15 @@ def node_names(pool: Pool) -> list[str]:
     return [f"{pool.name}-{index}" for index in range(pool.nodes)]
 
 
+def node_arch(pool: Pool) -> str:
+    """The ``kubernetes.io/arch`` label of the pool's Nodes (its labels may set it)."""
+    return pool.labels.get(ARCH_LABEL, pool.arch)
+
+
 def node_manifest(pool: Pool, name: str) -> dict[str, Any]:
     """The Node object the agent registers for one node of a pool."""
     labels = {
-        "kubernetes.io/arch": pool.arch,
+        ARCH_LABEL: pool.arch,
         "kubernetes.io/os": "linux",
         "kubernetes.io/hostname": name,
         POOL_LABEL: pool.name,

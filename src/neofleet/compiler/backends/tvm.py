@@ -137,7 +137,7 @@ def _runtime_library(tvm: Any, target: Target, options: BuildOptions) -> Path:
     if options.host_can_run or target.arch == host_arch():
         path = Path(tvm.__file__).parent / "lib" / RUNTIME_LIBRARY
     else:
-        from neofleet.compiler.emulation import aarch64_python_home
+        from neofleet.emulation import aarch64_python_home
 
         path = aarch64_python_home() / "lib" / RUNTIME_LIBRARY
     if not path.is_file():

@@ -6,7 +6,10 @@ that talks to the API).
   40 s, so the node lifecycle controller keeps the nodes Ready;
 - watches the pods bound to its nodes, starts a ``PodRunner`` for each, patches their
   status from the runner's reports, annotates the host ports and the log folder, and on
-  deletion stops the processes (grace period, then SIGKILL) and removes the Pod.
+  deletion stops the processes (grace period, then SIGKILL) and removes the Pod;
+- plans each pod for its node's architecture: ``neofleet-runtime`` containers on arm64
+  nodes run on ``guest`` (default ``qemu_guest``: qemu-aarch64 with the emulated aarch64
+  Python).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from neofleet.sandbox.agent.guest import qemu_guest
 from neofleet.sandbox.agent.podplan import (
+    HOST_ARCH,
+    GuestLookup,
     PodPlan,
     decode_secret,
     encode_configmap,
@@ -31,7 +37,13 @@ from neofleet.sandbox.agent.podplan import (
 from neofleet.sandbox.agent.runner import PodRunner, utc_now
 from neofleet.sandbox.agent.status import ContainerState, pod_status
 from neofleet.sandbox.errors import PodSpecError
-from neofleet.sandbox.pools import Pool, node_manifest, node_names, ready_conditions
+from neofleet.sandbox.pools import (
+    Pool,
+    node_arch,
+    node_manifest,
+    node_names,
+    ready_conditions,
+)
 from neofleet.sandbox.processes import free_ports
 
 LOG = logging.getLogger("neofleet.sandbox.agent")
@@ -45,13 +57,14 @@ class NodeAgent:
     """Simulate the nodes of ``pools``; pods' folders live under ``folder/pods``."""
 
     def __init__(self, api: client.ApiClient, pools: tuple[Pool, ...], folder: Path,
-                 host_env: Mapping[str, str]) -> None:
+                 host_env: Mapping[str, str], guest: GuestLookup = qemu_guest) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.pools = {name: pool for pool in pools for name in node_names(pool)}
         self.folder = folder
         self.host_env = dict(host_env)
+        self.guest = guest
         self.runners: dict[str, PodRunner | None] = {}   # None: refused, nothing runs
         self.deleting: set[str] = set()
         self.lock = threading.Lock()
@@ -150,8 +163,10 @@ class NodeAgent:
         folder = self.folder / "pods" / meta["uid"]
         declared = sum(len(c.get("ports", [])) for c in pod["spec"]["containers"])
         images = {c["name"]: c.get("image", "") for c in pod["spec"]["containers"]}
+        pool = self.pools[pod["spec"]["nodeName"]]
         try:
-            plan = plan_pod(pod, folder, free_ports(declared), self._lookup, self.host_env)
+            plan = plan_pod(pod, folder, free_ports(declared), self._lookup, self.host_env,
+                            node_arch=node_arch(pool), host_arch=HOST_ARCH, guest=self.guest)
         except PodSpecError as exc:
             LOG.warning("pod %s/%s: %s", meta["namespace"], meta["name"], exc)
             self._report_refusal(pod, images, exc)
@@ -160,12 +175,13 @@ class NodeAgent:
         self._annotate(plan)
         runner = PodRunner(plan, images, lambda states: self._report(pod, states))
         runner.start()
-        pool = self.pools[pod["spec"]["nodeName"]]
+        emulators = sorted({c.emulator for c in plan.containers if c.emulator})
+        emulated = f" (the runtime under {', '.join(emulators)})" if emulators else ""
+        gpu = ", GPU" if "nvidia.com/gpu" in pool.capacity else ""
         self._event(pod, "Normal", "Started",
-                    f"started as local processes on this machine; node "
+                    f"started as local processes on this machine{emulated}; node "
                     f"{pod['spec']['nodeName']} simulates pool {pool.name} "
-                    f"({pool.arch}{', GPU' if 'nvidia.com/gpu' in pool.capacity else ''}); "
-                    f"logs in {plan.folder / 'containers'}")
+                    f"({node_arch(pool)}{gpu}); logs in {plan.folder / 'containers'}")
         return runner
 
     def _event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:

@@ -8,6 +8,16 @@ What maps to what (documented in the README's sandbox section):
   ``args`` are the CLI's (``compile …``, ``serve …``). ``busybox`` and
   ``sandbox.neofleet.io/host`` run ``command`` with the host's tools (for tests). Any
   other image fails the pod with ``ErrImagePull`` and a message naming the known images.
+- **node architecture**: on a node whose ``kubernetes.io/arch`` is not this machine's
+  (an arm64 pool on x86_64), ``neofleet-runtime`` runs on a ``Guest``, an emulated
+  interpreter of the node's architecture (the agent's is qemu-aarch64 with the emulated
+  aarch64 Python, which holds the runtime's packages); ``guest`` is passed in (it looks
+  for the emulator), the decision is made here. A ``command`` other than
+  ``neofleet``/``python`` in such a container is refused (the guest has only Python), and
+  so is the pod when no guest is usable (``CreateContainerConfigError`` saying why): it
+  never falls back to this machine's CPU. ``neofleet-compiler`` (whose output does not
+  depend on the CPU it runs on: aarch64 targets are cross-compiled and verified under
+  qemu anyway), ``neofleet-operator`` and host images run natively on every node.
 - **volumes → folders** under the pod's folder: ``emptyDir``, ``configMap`` and ``secret``
   (files written from the objects), ``persistentVolumeClaim`` (one folder per claim in the
   sandbox, shared by the pods that mount it). Every container path (mount paths and the
@@ -21,6 +31,7 @@ What maps to what (documented in the README's sandbox section):
 from __future__ import annotations
 
 import base64
+import platform
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -31,12 +42,46 @@ from typing import Any
 from neofleet.sandbox.errors import PodSpecError
 
 NEOFLEET_IMAGES = frozenset({"neofleet-compiler", "neofleet-runtime", "neofleet-operator"})
+EMULATED_IMAGES = frozenset({"neofleet-runtime"})   # run on a Guest on a foreign-arch node
 HOST_IMAGES = frozenset({"busybox", "sandbox.neofleet.io/host"})
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 PASSED_HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 
 # (kind, namespace, name) -> the object's data as str -> bytes, or None when it is missing.
 Lookup = Callable[[str, str, str], Mapping[str, bytes] | None]
+
+
+@dataclass(frozen=True)
+class Guest:
+    """An emulated interpreter for a node architecture this machine's CPU is not."""
+
+    python: tuple[str, ...]      # the command that starts its Python
+    env: Mapping[str, str]       # what that Python needs; set last, never path-rewritten
+    emulator: str                # for messages, e.g. "qemu-aarch64-static"
+
+
+# a node architecture (kubernetes.io/arch) -> its Guest; raises PodSpecError when unusable
+GuestLookup = Callable[[str], Guest]
+
+
+def kube_arch(machine: str) -> str:
+    """``platform.machine()`` as a ``kubernetes.io/arch`` value."""
+    machine = machine.lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+HOST_ARCH = kube_arch(platform.machine())
+
+
+def no_guest(arch: str) -> Guest:
+    raise PodSpecError("CreateContainerConfigError",
+                       f"the runtime on this {arch} node needs an emulator of its CPU, and "
+                       "the agent has none")
+
+
+def needs_guest(image: str, node_arch: str, host_arch: str) -> bool:
+    """Whether a container of ``image`` runs emulated on a ``node_arch`` node."""
+    return _image_name(image) in EMULATED_IMAGES and node_arch != host_arch
 
 
 @dataclass(frozen=True)
@@ -59,6 +104,7 @@ class ContainerPlan:
     cwd: Path
     termination_path: Path
     readiness: Probe | None
+    emulator: str = ""           # the Guest's emulator when it runs emulated
 
 
 @dataclass(frozen=True)
@@ -78,7 +124,7 @@ class PodPlan:
 def image_kind(image: str) -> str:
     """``neofleet`` or ``host``; raises PodSpecError(ErrImagePull) for anything else."""
     repository = re.split(r"[@]", image, maxsplit=1)[0]
-    last = repository.rsplit("/", 1)[-1].split(":", 1)[0]
+    last = _image_name(image)
     if last in NEOFLEET_IMAGES:
         return "neofleet"
     if last in HOST_IMAGES or repository.split(":", 1)[0] in HOST_IMAGES:
@@ -88,9 +134,20 @@ def image_kind(image: str) -> str:
                        f"pods as local processes and knows only {known}")
 
 
+def _image_name(image: str) -> str:
+    """The repository's last path component, without tag or digest."""
+    repository = re.split(r"[@]", image, maxsplit=1)[0]
+    return repository.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
 def plan_pod(pod: Mapping[str, Any], folder: Path, host_ports: list[int], lookup: Lookup,
-             host_env: Mapping[str, str]) -> PodPlan:
-    """Everything needed to start the pod's containers; raises PodSpecError."""
+             host_env: Mapping[str, str], *, node_arch: str = HOST_ARCH,
+             host_arch: str = HOST_ARCH, guest: GuestLookup = no_guest) -> PodPlan:
+    """Everything needed to start the pod's containers; raises PodSpecError.
+
+    ``node_arch``: the ``kubernetes.io/arch`` of the pod's node; where it differs from
+    ``host_arch``, ``neofleet-runtime`` containers run on ``guest(node_arch)``.
+    """
     meta, spec = pod["metadata"], pod["spec"]
     if spec.get("initContainers"):
         raise PodSpecError("CreateContainerConfigError",
@@ -101,7 +158,8 @@ def plan_pod(pod: Mapping[str, Any], folder: Path, host_ports: list[int], lookup
     ports = dict(zip(declared, host_ports, strict=False))
     volumes, files, folders = _volumes(spec.get("volumes", []), meta["namespace"], folder,
                                        lookup)
-    containers = tuple(_container(c, pod, folder, ports, volumes, lookup, host_env)
+    arch = _Arch(node_arch, host_arch, guest)
+    containers = tuple(_container(c, pod, folder, ports, volumes, lookup, host_env, arch)
                        for c in spec["containers"])
     return PodPlan(uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
                    folder=folder, ports=ports, containers=containers, files=files,
@@ -151,31 +209,47 @@ def _projected(path: Path, data: Mapping[str, bytes],
     return {path / item["path"]: data[item["key"]] for item in items if item["key"] in data}
 
 
+@dataclass(frozen=True)
+class _Arch:
+    node: str
+    host: str
+    guest: GuestLookup
+
+
 def _container(container: dict[str, Any], pod: Mapping[str, Any], folder: Path,
                ports: dict[int, int], volumes: dict[str, Path], lookup: Lookup,
-               host_env: Mapping[str, str]) -> ContainerPlan:
+               host_env: Mapping[str, str], arch: _Arch) -> ContainerPlan:
     name = container["name"]
     termination = folder / "containers" / name / "termination-log"
     rewrites = _path_rewrites(container, volumes, termination)
-    entry, argv = _argv(container, ports)
+    image = container.get("image", "")
+    kind = image_kind(image)
+    guest = arch.guest(arch.node) if needs_guest(image, arch.node, arch.host) else None
+    entry, argv = _argv(container, kind, ports, guest, arch.node)
     env = {key: host_env[key] for key in PASSED_HOST_ENV if key in host_env}
     if ports:
         env["PORT"] = str(next(iter(ports.values())))
     env.update(_env(container, pod, lookup))
+    env = {key: _rewrite(value, rewrites) for key, value in env.items()}
+    if guest is not None:
+        # what the emulated Python needs wins over the container's own variables, and its
+        # paths are the agent's (like its interpreter's: never rewritten)
+        env.update(guest.env)
     return ContainerPlan(
         name=name,
         # the agent's own interpreter path is never a container path (it may live under
         # a mounted path such as /tmp when the checkout does)
         argv=(*entry, *(_rewrite(arg, rewrites) for arg in argv)),
-        env={key: _rewrite(value, rewrites) for key, value in env.items()},
+        env=env,
         cwd=folder / "containers" / name / "work",
         termination_path=termination,
-        readiness=_probe(container.get("readinessProbe"), container, ports))
+        readiness=_probe(container.get("readinessProbe"), container, ports),
+        emulator=guest.emulator if guest is not None else "")
 
 
-def _argv(container: dict[str, Any], ports: dict[int, int]) -> tuple[list[str], list[str]]:
+def _argv(container: dict[str, Any], kind: str, ports: dict[int, int], guest: Guest | None,
+          node_arch: str) -> tuple[list[str], list[str]]:
     """(the agent's entry point, the container's own arguments to rewrite)."""
-    kind = image_kind(container.get("image", ""))
     command = list(container.get("command") or [])
     args = [str(arg) for arg in container.get("args") or []]
     if kind == "host":
@@ -183,11 +257,18 @@ def _argv(container: dict[str, Any], ports: dict[int, int]) -> tuple[list[str], 
             raise PodSpecError("CreateContainerConfigError",
                                f"container {container['name']}: host images need a command")
         return [], command + args
-    neofleet = [sys.executable, "-m", "neofleet.cli"]
+    python = list(guest.python) if guest is not None else [sys.executable]
     if not command or command[0] == "neofleet":
-        return neofleet, _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports)
+        return ([*python, "-m", "neofleet.cli"],
+                _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports))
     if command[0] in ("python", "python3"):
-        return [sys.executable], _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports)
+        return python, _rewrite_ports(command[1:], ports) + _rewrite_ports(args, ports)
+    if guest is not None:
+        raise PodSpecError("CreateContainerConfigError",
+                           f"container {container['name']}: on this {node_arch} node "
+                           f"{_image_name(container.get('image', ''))} runs only neofleet "
+                           f"or python (under {guest.emulator}); {command[0]!r} would run "
+                           "on this machine's CPU")
     return [], _rewrite_ports(command, ports) + _rewrite_ports(args, ports)
 
 
