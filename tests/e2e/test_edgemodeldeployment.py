@@ -107,29 +107,24 @@ def test_three_pools_get_the_bundle_that_fits_and_serve_it(
     assert chosen == {"cpu": ("x86_64-avx512", uris["x86_64-avx512"].rsplit("@", 1)[1]),
                       "gpu": ("x86_64", uris["x86_64"].rsplit("@", 1)[1]),
                       "edge": ("aarch64", uris["aarch64"].rsplit("@", 1)[1])}
-    for pool, count in (("cpu", 2), ("gpu", 1)):
+    # every pool serves: cpu and gpu natively, edge (a DaemonSet, one pod per arm64 node)
+    # runs the aarch64 bundle under qemu-aarch64 with the emulated CPython
+    nodes = {"cpu": "cpu-amd64", "gpu": "gpu-t4", "edge": "edge-arm64"}
+    expected = np.array(BODY["inputs"][0]["data"], np.float32) @ \
+        np.arange(8, dtype=np.float32).reshape(4, 2)
+    for pool, count in (("cpu", 2), ("gpu", 1), ("edge", 2)):
         selector = f"neofleet.io/edgemodeldeployment=three,neofleet.io/pool={pool}"
         pods = wait_until(lambda s=selector, c=count: len(ready_pods(kube_api, namespace, s))
                           >= c and ready_pods(kube_api, namespace, s),
-                          f"{count} ready runtime pods in pool {pool}", 180)
+                          f"{count} ready runtime pods in pool {pool}", 240)
+        assert sorted(p.spec.node_name.rsplit("-", 1)[0] for p in pods) == [nodes[pool]] * count
         for pod in pods:
             answer = infer(pod, "three")
-            expected = np.array(BODY["inputs"][0]["data"], np.float32) @ \
-                np.arange(8, dtype=np.float32).reshape(4, 2)
             assert answer["outputs"][0]["data"] == pytest.approx(expected.tolist(), rel=1e-4)
-            assert pod.spec.node_name.startswith({"cpu": "cpu-amd64", "gpu": "gpu-t4"}[pool])
             assert pod.spec.security_context.run_as_non_root
             assert pod.spec.automount_service_account_token is False
-    # the DaemonSet puts one pod on each arm64 node (the x86 sandbox cannot run aarch64
-    # code natively, so those pods are not expected to serve here)
-    from kubernetes import client
-
-    edge = wait_until(lambda: len(client.CoreV1Api(kube_api).list_namespaced_pod(
-        namespace, label_selector="neofleet.io/pool=edge").items) == 2 and
-        client.CoreV1Api(kube_api).list_namespaced_pod(
-            namespace, label_selector="neofleet.io/pool=edge").items,
-        "one edge pod per arm64 node", 60)
-    assert sorted(p.spec.node_name for p in edge) == ["edge-arm64-0", "edge-arm64-1"]
+    wait_until(lambda: status_of(kube_api, namespace, "three").get("phase") == "Healthy",
+               "the deployment to be Healthy", 120)
     monitor = custom(kube_api).get_namespaced_custom_object(
         "monitoring.coreos.com", "v1", namespace, "podmonitors", "three")
     assert monitor["spec"]["selector"]["matchLabels"] == {

@@ -182,7 +182,7 @@ class _Planner:
                         f"the spec is back at the stable revision {stable}; canary "
                         f"{self.status.canary_revision} removed")
         self.status.canary_revision = None
-        self.status.rollout = None
+        # status.rollout stays: the last rollout and its measurements, for the record
         self.status.current_step = None
         self._keep_only({stable})
         for pool in self.pools:
