@@ -237,3 +237,28 @@ def test_runtime_pods_are_restricted_and_labelled_for_metrics() -> None:
     assert park["spec"]["template"]["spec"]["nodeSelector"] == {"neofleet.io/parked": "true"}
     assert pod_monitor(owner)["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
     assert cpu.candidate.target == "avx512"
+
+
+def test_a_bundle_not_verified_on_hardware_runs_on_one_pod_first() -> None:
+    s = spec(pools=[{"name": "cpu", "nodeSelector": {"neofleet.io/pool": "cpu"},
+                     "replicas": 4},
+                    {"name": "edge", "nodeSelector": {"neofleet.io/pool": "edge"},
+                     "mode": "DaemonSet"}])
+    doc = cj({"avx512": ("x86_64-avx512", D1), "arm": ("aarch64", D1)})
+    for row in doc["status"]["targets"]:
+        row["hardwareVerified"] = False
+    found = resolve(s.pools, list(NODES.values()),
+                    candidates_from_compilation(doc, placements()), placements())
+    nodes = {"cpu": ["cpu-1", "cpu-2"], "edge": ["arm-1", "arm-2"]}
+    world = World(found, nodes, [], {}, "2026-12-01T10:00:00Z")
+    first = plan_deployment("m", 1, s, None, world)
+    sizes = {d.pool.name: (d.replicas, d.nodes) for d in first.apply}
+    assert sizes == {"cpu": (1, None), "edge": (None, ("arm-1",))}
+    progressing = next(c for c in first.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "VerifyingOnHardware"
+    ready = [ObservedWorkload(d.name, d.kind, d.pool.name, d.revision, 1, 1)
+             for d in first.apply]
+    second = plan_deployment("m", 1, s, first.status.wire(),
+                             World(found, nodes, ready, {}, "2026-12-01T10:00:05Z"))
+    assert {d.pool.name: (d.replicas, d.nodes) for d in second.apply} == {
+        "cpu": (4, None), "edge": (None, None)}

@@ -130,6 +130,9 @@ class TargetStatus(ApiModel):
     backend: str | None = None
     compiler: dict[str, str] = Field(default_factory=dict)
     verification: dict[str, float] = Field(default_factory=dict)
+    hardware_verified: bool | None = Field(default=None, description=(
+        "false: built without the target hardware (e.g. a GPU bundle); the first runtime "
+        "pod checks the bundle's verification samples before any traffic"))
     benchmark_ms: float | None = None
     reason: str | None = None
     message: str = ""

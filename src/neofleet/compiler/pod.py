@@ -177,7 +177,8 @@ def _compile_and_push(request: dict[str, Any], model: Path, scratch: Path) -> di
                                                ("maxRelError", meta.verification.max_rel_error))
                              if v is not None},
             "benchmark_ms": meta.benchmark.median_ms if meta.benchmark else None,
-            "verification_method": meta.verification.method}
+            "verification_method": meta.verification.method,
+            "hardware_verified": bool(getattr(meta.verification, "hardware_verified", True))}
 
 
 def write_result(result: dict[str, Any], path: Path) -> None:

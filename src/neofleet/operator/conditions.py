@@ -25,6 +25,7 @@ REASONS = {
     "NoNodesInPool": "target auto, but no node matches the pool's nodeSelector",
     "ArtifactsUnavailable": "the CompilationJob named in spec.model is missing or unfinished",
     "FirstDeployment": "the first revision is being created",
+    "VerifyingOnHardware": "a bundle not verified at compile time runs on one pod first",
     "PodsNotReady": "runtime pods of the stable revision are not all ready",
     "RolloutInProgress": "a new revision is rolling out",
     "RolloutPaused": "the rollout waits (spec.paused, or a pause step until promoted)",

@@ -30,6 +30,7 @@ class Candidate:
     uri: str
     digest: str
     requires: Mapping[str, str] = field(default_factory=dict)
+    hardware_verified: bool = True   # False: the first runtime pod must verify it
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def candidates_from_compilation(cj: Mapping[str, Any],
         placement = _placement_of(target, placements)
         found.append(Candidate(row["name"], target.get("device"), artifact["uri"],
                                artifact["digest"],
-                               required_labels(placement) if placement else {}))
+                               required_labels(placement) if placement else {},
+                               hardware_verified=row.get("hardwareVerified") is not False))
     return found
 
 
@@ -75,9 +77,12 @@ def candidates_from_list(artifacts: Sequence[Mapping[str, str]],
     for item in artifacts:
         placement = placements.get(item["target"])
         digest = item["uri"].rsplit("@", 1)[-1]
+        # the operator never pulls a bundle to read its meta: a GPU preset's explicit
+        # artifact is treated as not verified on hardware (the first pod checks it)
         found.append(Candidate(item["target"], item["target"] if placement else None,
                                item["uri"], digest,
-                               required_labels(placement) if placement else {}))
+                               required_labels(placement) if placement else {},
+                               hardware_verified=not (placement and placement.gpu)))
     return found
 
 

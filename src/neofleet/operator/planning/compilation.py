@@ -199,7 +199,11 @@ def _succeeded(row: TargetStatus, job: ObservedJob) -> TargetStatus:
     row.verification = {str(k): float(v) for k, v in (result.get("verification") or {}).items()}
     bench = result.get("benchmark_ms")
     row.benchmark_ms = float(bench) if isinstance(bench, int | float) else None
-    row.message = f"verified ({result.get('verification_method', 'host')}), pushed"
+    row.hardware_verified = result.get("hardware_verified") is not False
+    row.message = (f"verified ({result.get('verification_method', 'host')}), pushed"
+                   if row.hardware_verified else
+                   "built and pushed, NOT verified on the target hardware (none here): the "
+                   "first runtime pod on the target runs the verification samples")
     return row
 
 

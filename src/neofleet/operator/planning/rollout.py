@@ -134,6 +134,7 @@ class _Planner:
         self.pools = [p for p in spec.pools
                       if (r := self.by_pool.get(p.name)) is not None and r.candidate]
         self.wanted = revision_of(spec, world.resolutions)
+        self.verifying: set[str] = set()   # pools whose first pod verifies the bundle
 
     # -- top level -------------------------------------------------------------------
     def plan(self) -> DeploymentPlan:
@@ -173,6 +174,8 @@ class _Planner:
             self.status.stable_revision = revision
             self._event("Normal", "Deployed", f"revision {revision} serves every pool")
             self._healthy()
+        elif self.verifying:
+            self._progressing("VerifyingOnHardware", self._verifying_message(revision))
         else:
             self._progressing("FirstDeployment", f"creating revision {revision}")
 
@@ -316,6 +319,8 @@ class _Planner:
                     self._full(pool, stable, with_artifact=False)
         if self.status.phase == "Paused":
             self._set("Progressing", "True", "RolloutPaused", self.status.message or "")
+        elif self.verifying and self.status.phase != "Degraded":
+            self._progressing("VerifyingOnHardware", self._verifying_message(canary))
         elif self.status.phase != "Degraded":
             self._progressing("RolloutInProgress",
                               f"revision {canary}: pool group {rollout.pool_index + 1}/"
@@ -426,14 +431,16 @@ class _Planner:
                                if with_artifact else None, **scale)
 
     def _full(self, pool: Pool, revision: str, with_artifact: bool) -> None:
-        scale = {"replicas": pool.replicas} if pool.mode == "Deployment" else {}
+        scale: dict[str, Any] = {"replicas": pool.replicas} if pool.mode == "Deployment" else {}
         if with_artifact:
+            if self._cap(pool, revision, self._size(pool)) < self._size(pool):
+                scale = self._one_pod(pool)
             self.result.apply.append(self._desired(pool, revision, True, **scale))
         else:
             self._full_or_scaled(pool, revision, **scale)
 
     def _split(self, pool: Pool, stable: str, canary: str, weight: int) -> None:
-        size = self._canary_size(pool, weight)
+        size = self._cap(pool, canary, self._canary_size(pool, weight))
         if pool.mode == "Deployment":
             self._full_or_scaled(pool, stable, replicas=pool.replicas - size)
             if size:
@@ -445,7 +452,9 @@ class _Planner:
             self.result.apply.append(self._desired(pool, canary, True, nodes=nodes))
 
     def _promoted(self, pool: Pool, stable: str, canary: str) -> None:
-        scale = {"replicas": pool.replicas} if pool.mode == "Deployment" else {}
+        scale: dict[str, Any] = {"replicas": pool.replicas} if pool.mode == "Deployment" else {}
+        if self._cap(pool, canary, self._size(pool)) < self._size(pool):
+            scale = self._one_pod(pool)
         self.result.apply.append(self._desired(pool, canary, True, **scale))
         if self._ready(pool, canary) >= self._size(pool):
             park = {"replicas": 0} if pool.mode == "Deployment" else {"parked": True}
@@ -463,6 +472,26 @@ class _Planner:
         elif revision == self.wanted:
             self.result.apply.append(self._desired(pool, revision, True, **scale))
         # else: an old revision's workload is gone and cannot be rebuilt from this spec
+
+    def _cap(self, pool: Pool, revision: str, size: int) -> int:
+        """A bundle not verified on hardware runs on one pod first: its readiness is the
+        runtime's check of the bundle's verification samples on the target."""
+        resolution = self.by_pool.get(pool.name)
+        candidate = resolution.candidate if resolution else None
+        if (size <= 1 or revision != self.wanted or candidate is None
+                or candidate.hardware_verified or self._ready(pool, revision) >= 1):
+            return size
+        self.verifying.add(pool.name)
+        return 1
+
+    def _one_pod(self, pool: Pool) -> dict[str, Any]:
+        if pool.mode == "Deployment":
+            return {"replicas": 1}
+        return {"nodes": tuple(sorted(self.world.pool_nodes.get(pool.name, ()))[:1])}
+
+    def _verifying_message(self, revision: str) -> str:
+        return (f"revision {revision}: one pod per pool first, verifying the bundle on the "
+                f"target hardware before more ({', '.join(sorted(self.verifying))})")
 
     def _keep_only(self, revisions: set[str]) -> None:
         pools = {p.name: p.mode for p in self.pools}
