@@ -29,6 +29,20 @@ def _internal(exc: Exception) -> NeofleetError:
     return error
 
 
+def _key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--compiler-option KEY=VALUE`` pairs as a dict (a key given twice is an error)."""
+    from neofleet.compiler.errors import CompilerOptionsError
+
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or key.strip() in options:
+            raise CompilerOptionsError(f"--compiler-option {pair!r}: expected KEY=VALUE, "
+                                       "each key once")
+        options[key.strip()] = value.strip()
+    return options
+
+
 def _fail(exc: NeofleetError, as_json: bool) -> NoReturn:
     if as_json:
         click.echo(json.dumps({"ok": False, "reason": exc.reason, "message": str(exc)}))
@@ -54,7 +68,10 @@ def main() -> None:
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="Bundles are written to OUTPUT/<target>/.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tvm", "onnxruntime", "tl2cgen"]))
+              type=click.Choice(["auto", "tvm", "onnxruntime", "tl2cgen", "tensorrt", "tvm-cuda"]))
+@click.option("--compiler-option", "compiler_options", multiple=True, metavar="KEY=VALUE",
+              help="A backend option (repeat for several), e.g. fp16=true for tensorrt; each "
+                   "backend reads its own keys.")
 @click.option("--tuning-trials", default=0, show_default=True, type=click.IntRange(min=0),
               help="MetaSchedule trial budget for TVM (host-runnable targets).")
 @click.option("--tuning-db", type=click.Path(path_type=Path),
@@ -70,9 +87,9 @@ def main() -> None:
               type=click.FloatRange(min=1), help="Seconds each C compiler run may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple[str, ...],
-            output: Path, backend: str, tuning_trials: int, tuning_db: Path | None,
-            rtol: float, atol: float, samples: int, sample_data: Path | None,
-            toolchain_timeout: float, as_json: bool) -> None:
+            output: Path, backend: str, compiler_options: tuple[str, ...], tuning_trials: int,
+            tuning_db: Path | None, rtol: float, atol: float, samples: int,
+            sample_data: Path | None, toolchain_timeout: float, as_json: bool) -> None:
     """Compile MODEL into one verified bundle per target."""
     from neofleet.compiler.inputs import parse_input_decl
     from neofleet.compiler.pipeline import CompileRequest, compile_model, default_tuning_db
@@ -84,7 +101,8 @@ def compile(model: Path, framework: str, inputs: tuple[str, ...], targets: tuple
             targets=list(targets), output=output, backend=backend, tuning_trials=tuning_trials,
             tuning_db=tuning_db or default_tuning_db(),
             tolerance=Tolerance(rtol=rtol, atol=atol, samples=samples), sample_data=sample_data,
-            toolchain_timeout_s=toolchain_timeout, progress=_progress)
+            toolchain_timeout_s=toolchain_timeout, progress=_progress,
+            compiler_options=_key_values(compiler_options))
         result = compile_model(request)
     except NeofleetError as exc:
         _fail(exc, as_json)
@@ -148,6 +166,9 @@ def inspect(bundle: Path, as_json: bool) -> None:
     v = section.verification
     click.echo(f"verified {v.passed} ({v.method}, {v.samples} samples, max abs "
                f"{v.max_abs_error}, max rel {v.max_rel_error})")
+    if v.hardware_verified is not None:
+        click.echo(f"hardware {'verified on the GPU' if v.hardware_verified else 'NOT verified'}"
+                   f"{': ' + v.message if v.message else ''}")
     if section.benchmark:
         click.echo(f"latency  {section.benchmark.median_ms:.3f} ms median on "
                    f"{section.benchmark.host}")
@@ -259,7 +280,7 @@ def targets(as_json: bool) -> None:
     for t in rows:
         here = "runs here" if host_can_run(t) else ("emulated" if t.arch == "aarch64"
                                                    and t.device_type == "cpu" else "")
-        built = "" if t.buildable else " (listed; GPU builds come later)"
+        built = "" if t.buildable else " (listed, not buildable)"
         click.echo(f"{t.name:<18} {t.arch:<8} {t.device_type:<4} "
                    f"{','.join(t.backends):<22} {here:<10} {t.description}{built}")
 
@@ -302,11 +323,20 @@ def operator(namespaces: tuple[str, ...], compiler_image: str, liveness: str | N
 @main.command()
 @click.option("--output", type=click.Path(path_type=Path), default=Path("crds"),
               show_default=True, help="Folder to write the CRD YAML files to.")
-def crds(output: Path) -> None:
-    """Write the CompilationJob and EdgeModelDeployment CRDs generated from neofleet.api."""
+@click.option("--chart", type=click.Path(path_type=Path), default=Path("charts/neofleet"),
+              show_default=True, help="Helm chart to refresh: its crds/ and "
+              "files/rbac-rules.yaml ('' to skip).")
+def crds(output: Path, chart: Path) -> None:
+    """Write the CompilationJob and EdgeModelDeployment CRDs generated from neofleet.api,
+    and the chart's copies of them and of the operator's RBAC rules."""
     from neofleet.api.crd import write_crds
+    from neofleet.operator.rbac import write_rules
 
-    for path in write_crds(output):
+    written = write_crds(output)
+    if str(chart):
+        written += write_crds(chart / "crds")
+        written.append(write_rules(chart / "files" / "rbac-rules.yaml"))
+    for path in written:
         click.echo(str(path))
 
 if __name__ == "__main__":
