@@ -34,7 +34,7 @@ def _container(container: dict[str, Any], pod_ctx: dict[str, Any],
         found.append(f"{name}: privileged")
     if ctx.get("allowPrivilegeEscalation") is not False:
         found.append(f"{name}: allowPrivilegeEscalation must be false")
-    if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+    if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
         found.append(f"{name}: runAsNonRoot must be true")
     if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
         found.append(f"{name}: runAsUser 0")

@@ -124,7 +124,8 @@ def test_the_checker_catches_what_restricted_forbids() -> None:
 
 
 def test_generated_chart_files_match_the_code() -> None:
-    from neofleet.api.crd import crds, render as render_crd
+    from neofleet.api.crd import crds
+    from neofleet.api.crd import render as render_crd
     from neofleet.operator.rbac import render_rules
 
     for crd in crds():
