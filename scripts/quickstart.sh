@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: install everything, then compile the example model
-# for this CPU and for aarch64, verify both, run inference through DLRModel, and compare
-# the latency with ONNX Runtime's.
+# The main job on an embedded default, the whole story on this machine: install
+# everything, then `neofleet sandbox demo`: a real Kubernetes control plane with simulated
+# node pools, a registry and Prometheus, the operator installed from the Helm chart, a
+# CompilationJob for three targets, and an EdgeModelDeployment canary under live traffic.
+# (examples/quickstart.py is the compile-only story: no cluster.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec .venv/bin/python examples/quickstart.py "$@"
+exec .venv/bin/neofleet sandbox demo "$@"

@@ -78,3 +78,17 @@ def status(folder: Path) -> None:
     assert isinstance(components, dict)
     if not all(c["running"] for c in components.values()):
         raise SystemExit(1)
+
+
+@sandbox.command()
+@click.option("--dir", "folder", type=click.Path(path_type=Path),
+              default=Path(".neofleet-demo"), show_default=True)
+@click.option("--keep", is_flag=True, help="Keep everything running until Ctrl-C.")
+def demo(folder: Path, keep: bool) -> None:
+    """The whole story on this machine: sandbox, registry, Prometheus, the operator from the
+    chart, a CompilationJob for three targets, an EdgeModelDeployment canary under traffic."""
+    from neofleet.sandbox import demo as story
+
+    with _one_line_errors():
+        result = story.run(folder, keep, say=lambda line: click.echo(line))
+    click.echo(json.dumps(result), err=True)
