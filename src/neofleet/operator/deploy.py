@@ -114,6 +114,7 @@ class DeploymentReconciler:
     def _reconcile(self, namespace: str, name: str) -> float | None:
         emd = self.kube.get_edge_deployment(namespace, name)
         if emd is None or emd["metadata"].get("deletionTimestamp"):
+            self.metrics.forget_deployment(namespace, name)
             return None
         try:
             spec = EdgeModelDeploymentSpec.model_validate(emd.get("spec", {}))
@@ -196,6 +197,8 @@ class DeploymentReconciler:
         for key in old:
             patch.setdefault(key, None)
         self.kube.patch_edge_status(meta["namespace"], meta["name"], patch)
+        self.metrics.observe_deployment(meta["namespace"], meta["name"], new, any(
+            reason == "RolledBack" for _, reason, _ in plan.events))
         for kind, reason, message in plan.events:
             self.kube.post_event(emd, kind, reason, message)
             LOG.info("%s/%s %s: %s", meta["namespace"], meta["name"], reason, message)

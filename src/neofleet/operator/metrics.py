@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from neofleet.api.edgemodeldeployment import PHASES
 
 
 class OperatorMetrics:
@@ -21,6 +24,49 @@ class OperatorMetrics:
             "neofleet_compile_duration_seconds", "Compile Job durations by target and outcome",
             ["target", "outcome"], buckets=(10, 30, 60, 120, 300, 600, 1200, 3600, 7200),
             registry=self.registry)
+
+        deployment = ["namespace", "name"]
+        self.deployment_phase = Gauge(
+            "neofleet_edgemodeldeployment_phase",
+            "1 for an EdgeModelDeployment's current phase, 0 for the others",
+            [*deployment, "phase"], registry=self.registry)
+        self.rollout_step_started = Gauge(
+            "neofleet_rollout_step_started_timestamp_seconds",
+            "When the running canary's current step started (absent when none runs)",
+            deployment, registry=self.registry)
+        self.rollout_paused = Gauge(
+            "neofleet_rollout_paused",
+            "1 while a rollout waits for a promotion or spec.paused", deployment,
+            registry=self.registry)
+        self.rollbacks = Counter(
+            "neofleet_rollbacks", "Rollouts rolled back", deployment, registry=self.registry)
+
+    def observe_deployment(self, namespace: str, name: str, status: dict[str, object],
+                           rolled_back: bool) -> None:
+        """Export an EdgeModelDeployment's status (after each status write)."""
+        phase = status.get("phase")
+        for each in PHASES:
+            self.deployment_phase.labels(namespace, name, each).set(1 if each == phase else 0)
+        self.rollout_paused.labels(namespace, name).set(1 if phase == "Paused" else 0)
+        rollout = status.get("rollout")
+        started = rollout.get("stepStartTime") if isinstance(rollout, dict) else None
+        if status.get("canaryRevision") and isinstance(started, str):
+            self.rollout_step_started.labels(namespace, name).set(_parse(started).timestamp())
+        else:
+            self._remove(self.rollout_step_started, namespace, name)
+        if rolled_back:
+            self.rollbacks.labels(namespace, name).inc()
+
+    def forget_deployment(self, namespace: str, name: str) -> None:
+        for each in PHASES:
+            self._remove(self.deployment_phase, namespace, name, each)
+        for gauge in (self.rollout_step_started, self.rollout_paused):
+            self._remove(gauge, namespace, name)
+
+    @staticmethod
+    def _remove(metric: Gauge, *labels: str) -> None:
+        with contextlib.suppress(KeyError):     # never set
+            metric.remove(*labels)
 
     def observe_reconcile(self, kind: str, outcome: str, seconds: float) -> None:
         self.reconciles.labels(kind, outcome).inc()
