@@ -1,5 +1,5 @@
 """The ``neofleet`` command line: compile | inspect | push | pull | serve | targets | crds |
-operator | compile-pod | sandbox.
+observe | operator | compile-pod | sandbox.
 
 Progress goes to stderr; ``--json`` puts a machine-readable result on stdout (a compile
 pod's termination message uses it). Failures exit non-zero with a one-line reason.
@@ -130,8 +130,12 @@ def _print_compile_summary(doc: dict[str, Any]) -> None:
         bench = row["benchmark"]
         latency = f"{bench['median_ms']:.3f} ms" if bench else "not timed here"
         verification = row["verification"]
-        click.echo(f"{row['target']:<18} {row['backend']:<12} verified ({verification['method']},"
-                   f" max abs err {verification['max_abs_error']:.2e})  {latency}  "
+        if verification["max_abs_error"] is None:  # a GPU bundle built without its GPU
+            checked = f"NOT verified on hardware ({verification['method']})"
+        else:
+            checked = (f"verified ({verification['method']}, max abs err "
+                       f"{verification['max_abs_error']:.2e})")
+        click.echo(f"{row['target']:<18} {row['backend']:<12} {checked}  {latency}  "
                    f"{row['bundle']}  {row['digest'][:19]}")
 
 
@@ -337,6 +341,18 @@ def crds(output: Path, chart: Path) -> None:
         written += write_crds(chart / "crds")
         written.append(write_rules(chart / "files" / "rbac-rules.yaml"))
     for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("charts/neofleet/files"),
+              show_default=True, help="Folder to write the two files to.")
+def observe(out: Path) -> None:
+    """Write the Grafana dashboard and the Prometheus alert rules generated from
+    neofleet.observe (grafana-dashboard.json, prometheus-rules.yaml)."""
+    from neofleet.observe.generate import write_files
+
+    for path in write_files(out):
         click.echo(str(path))
 
 if __name__ == "__main__":

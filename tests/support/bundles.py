@@ -9,7 +9,8 @@ from typing import Any
 
 from neofleet.bundle import Bundle, CompiledMeta, write_bundle
 
-ARTIFACT_NAMES = {"onnxruntime": "compiled.onnx", "tvm": "compiled.so"}
+ARTIFACT_NAMES = {"onnxruntime": "compiled.onnx", "tvm": "compiled.so",
+                  "tensorrt": "compiled.plan"}
 DEFAULT_ARTIFACT = b"not a real model, only bytes to carry around\n"
 
 
@@ -53,11 +54,13 @@ def make_bundle(
     backend: str = "onnxruntime",
     arch: str = "x86_64",
     extra_files: dict[str, bytes] | None = None,
+    meta: CompiledMeta | None = None,
 ) -> Bundle:
-    """Write a valid bundle at ``dest`` whose artifact holds ``artifact_bytes``."""
+    """Write a valid bundle at ``dest`` whose artifact holds ``artifact_bytes`` (and
+    ``meta`` instead of ``make_meta``'s, when given)."""
     artifact = ARTIFACT_NAMES.get(backend, "compiled.bin")
     contents = {artifact: artifact_bytes, **(extra_files or {})}
-    meta = make_meta(
+    meta = meta or make_meta(
         backend=backend, arch=arch, source_sha256=hashlib.sha256(artifact_bytes).hexdigest()
     )
     with tempfile.TemporaryDirectory() as tmp:

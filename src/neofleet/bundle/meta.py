@@ -44,15 +44,24 @@ class Compilation(_Model):
     compile_seconds: float = Field(alias="CompileSeconds")
 
 
+# A GPU bundle built on a host without a matching GPU: not run at all. ``neofleet serve``
+# runs the bundle's verification samples on the target GPU before it reports ready.
+NOT_RUN_NO_GPU = "not-run-no-gpu"
+
+
 class Verification(_Model):
     passed: bool
-    method: str  # "host", "qemu-aarch64", or "not-run"
+    method: str  # "host", "qemu-aarch64", "gpu", "not-run", or NOT_RUN_NO_GPU
     samples: int
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     rtol: float
     atol: float
     message: str = ""
+    # GPU bundles: True when the samples ran on a matching GPU at compile time, False when
+    # they did not (the runtime must then run them on the target GPU first); None for CPU
+    # bundles (``method`` says how they ran).
+    hardware_verified: bool | None = None
 
 
 class Benchmark(_Model):
@@ -66,7 +75,8 @@ class Benchmark(_Model):
 
 class CandidateReport(_Model):
     backend: str
-    status: Literal["selected", "verified", "failed", "not-applicable"]
+    # "unverified": built, but this host could not run it (a GPU target without the GPU)
+    status: Literal["selected", "verified", "unverified", "failed", "not-applicable"]
     message: str = ""
     build_seconds: float | None = None
     verification: Verification | None = None

@@ -4,6 +4,7 @@
     └── CompileError
         ├── ModelLoadError          corrupt model, wrong framework, unsafe file
         ├── InputSpecError          an --input declaration is malformed or contradicts the model
+        ├── CompilerOptionsError    a --compiler-option (compilerOptions) value is malformed
         ├── UnknownTargetError      not in the catalogue
         ├── BackendUnavailableError no backend applies, or its library is missing here
         ├── BackendBuildError       the backend failed to build an artifact
@@ -28,6 +29,10 @@ class ModelLoadError(CompileError):
 
 class InputSpecError(CompileError):
     reason = "InvalidInputs"
+
+
+class CompilerOptionsError(CompileError):
+    reason = "InvalidCompilerOptions"
 
 
 class UnknownTargetError(CompileError):

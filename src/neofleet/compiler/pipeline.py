@@ -12,20 +12,31 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from neofleet.bundle import Bundle, write_bundle
 from neofleet.bundle.meta import Benchmark, CandidateReport, Verification
-from neofleet.compiler.backends import BACKEND_NAMES, Artifact, BuildOptions, make_backend
+from neofleet.compiler.backends import (
+    BACKEND_NAMES,
+    Artifact,
+    BuildOptions,
+    make_backend,
+    preflight,
+)
 from neofleet.compiler.backends.base import Progress
 from neofleet.compiler.errors import BackendUnavailableError, CompileError, VerificationError
 from neofleet.compiler.ingest import SourceModel, load_model
 from neofleet.compiler.inputs import InputDecl
 from neofleet.compiler.metadata import compiled_meta
-from neofleet.compiler.select import CandidateOutcome, crossover_rows, select_candidate
+from neofleet.compiler.select import (
+    CandidateOutcome,
+    crossover_rows,
+    note_skipped,
+    select_candidate,
+)
 from neofleet.compiler.targets import Target, get_target, host_arch, host_can_run, with_cores
 from neofleet.compiler.verify import (
     Tolerance,
@@ -54,6 +65,7 @@ class CompileRequest:
     sample_data: Path | None = None
     toolchain_timeout_s: float = 900.0
     progress: Progress = field(default=lambda _: None)
+    compiler_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +104,8 @@ class CompileResult:
 
 
 def compile_model(request: CompileRequest) -> CompileResult:
+    if request.backend != "auto":
+        preflight(request.backend)  # e.g. tensorrt not installed: fail before loading
     targets = [_buildable(get_target(name)) for name in request.targets]
     if not targets:
         raise CompileError("give at least one --target")
@@ -132,6 +146,7 @@ def _compile_target(source: SourceModel, target: Target, request: CompileRequest
         names = backends_for(target, request.backend)
         built, reports = _build_candidates(source, target, names, request, work, runs_here)
         winner, selection = select_candidate([o for _, o in built], runs_here)
+        selection = note_skipped(selection, winner.backend, names, reports)
         artifact = next(a for a, o in built if o is winner)
         reports = [_mark_selected(r, winner.backend) for r in reports]
         meta = compiled_meta(source, target, artifact, winner.verification, winner.benchmark,
@@ -148,6 +163,8 @@ def _compile_target(source: SourceModel, target: Target, request: CompileRequest
 
 
 def _check_verifiable(target: Target, runs_here: bool) -> None:
+    if target.device_type == "gpu":
+        return  # verified on this host's GPU, or recorded as not run (gpu_verify)
     if not runs_here and not (target.arch == "aarch64" and host_arch() == "x86_64"):
         raise VerificationError(f"this host can neither run nor emulate target {target.name} "
                                 f"(needs {', '.join(target.cpu_features) or target.arch}); "
@@ -168,7 +185,8 @@ def _build_candidates(
     """Build and verify every applicable backend, then time the verified ones."""
     options = BuildOptions(tuning_trials=request.tuning_trials, tuning_db_root=request.tuning_db,
                            host_can_run=runs_here, progress=request.progress,
-                           toolchain_timeout_s=request.toolchain_timeout_s)
+                           toolchain_timeout_s=request.toolchain_timeout_s,
+                           compiler_options=dict(request.compiler_options))
     built: dict[str, _Candidate] = {}
     errors: dict[str, CompileError] = {}
     skipped: list[CandidateReport] = []
@@ -203,12 +221,24 @@ def _build_and_verify(backend: Any, source: SourceModel, target: Target,
     progress = request.progress
     progress(f"[{target.name}] {backend.name}: building")
     artifact = backend.build(source, target, _mkdir(work / "build"), options)
+    if target.device_type == "gpu":
+        from neofleet.compiler.gpu_verify import attach_samples
+
+        attach_samples(artifact, source, request.tolerance, work / "samples")
     pending = Verification(passed=False, method="not-run", samples=0,
                            rtol=request.tolerance.rtol, atol=request.tolerance.atol,
                            message="pending")
     meta = compiled_meta(source, target, artifact, pending, None, [], None, 0.0)
     provisional = write_bundle(work / "bundle", files=artifact.files, artifact=artifact.artifact,
                                backend=artifact.backend, meta=meta, graph=_graph(artifact, source))
+    if target.device_type == "gpu":
+        from neofleet.compiler.gpu_verify import verify_gpu_candidate
+
+        verification = verify_gpu_candidate(provisional.path, source, target, request.tolerance,
+                                            work)
+        progress(f"[{target.name}] {backend.name}: "
+                 + (verification.message or "verified on this host's GPU"))
+        return _Candidate(artifact, provisional.path, verification)
     how = "on this host" if options.host_can_run else "under qemu-aarch64"
     variants: list[str | None] = list(artifact.options.get("variants") or [None])
     progress(f"[{target.name}] {backend.name}: verifying {how}"
@@ -256,7 +286,8 @@ def _fully_tuned(artifact: Artifact) -> bool:
 
 
 def _report(outcome: CandidateOutcome, artifact: Artifact | None) -> CandidateReport:
-    status: Literal["verified", "failed"] = "verified" if outcome.verified else "failed"
+    status: Literal["verified", "unverified", "failed"] = (
+        "verified" if outcome.verified else "unverified" if outcome.deferred else "failed")
     message = outcome.error or (outcome.verification.message if outcome.verification else "")
     return CandidateReport(backend=outcome.backend, status=status, message=message,
                            build_seconds=artifact.build_seconds if artifact else None,
@@ -264,7 +295,7 @@ def _report(outcome: CandidateOutcome, artifact: Artifact | None) -> CandidateRe
 
 
 def _mark_selected(report: CandidateReport, backend: str) -> CandidateReport:
-    if report.backend == backend and report.status == "verified":
+    if report.backend == backend and report.status in ("verified", "unverified"):
         return report.model_copy(update={"status": "selected"})
     return report
 

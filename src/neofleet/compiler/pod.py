@@ -160,6 +160,8 @@ def _compile_and_push(request: dict[str, Any], model: Path, scratch: Path) -> di
         model=model, framework=request["model"]["framework"], inputs=inputs,
         targets=[target["device"]], output=scratch / "out", backend=target.get("backend", "auto"),
         tuning_trials=int(target.get("tuning", {}).get("trials", 0)), tuning_db=None,
+        compiler_options={str(k): str(v) for k, v in
+                          (target.get("compilerOptions") or {}).items()},
         tolerance=Tolerance(rtol=verify.get("rtol", 1e-3), atol=verify.get("atol", 1e-4),
                             samples=verify.get("samples", 3)),
         progress=lambda line: print(line, flush=True)))

@@ -22,6 +22,31 @@ AARCH64_CROSS = "aarch64-linux-gnu-g++"
 
 
 @dataclass(frozen=True)
+class CudaSpec:
+    """How TVM generates CUDA for a GPU preset: the values of TVM 0.27's own target tag
+    (``tvm_tag``, e.g. ``tvm.target.Target("nvidia/nvidia-t4")``), copied here so the
+    catalogue stays plain data; a test checks them against TVM's tags."""
+
+    arch: str  # "sm_75"; TVM's H100 tag uses "sm_90a" (Hopper-only features)
+    tvm_tag: str | None = None
+    registers_per_block: int = 65536
+    max_shared_memory_per_block: int = 49152
+    max_threads_per_block: int = 1024
+    thread_warp_size: int = 32
+    l2_cache_size_bytes: int | None = None
+
+    def tvm_attrs(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "arch": self.arch, "max_shared_memory_per_block": self.max_shared_memory_per_block,
+            "max_threads_per_block": self.max_threads_per_block,
+            "thread_warp_size": self.thread_warp_size,
+            "registers_per_block": self.registers_per_block}
+        if self.l2_cache_size_bytes:
+            attrs["l2_cache_size_bytes"] = self.l2_cache_size_bytes
+        return attrs
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -38,9 +63,16 @@ class Target:
     backends: tuple[str, ...] = ("onnxruntime", "tvm", "tl2cgen")
     buildable: bool = True
     num_cores: int | None = field(default=None, compare=False)
+    cuda: CudaSpec | None = None
 
     def tvm_target(self) -> dict[str, Any]:
-        """The TVM 0.27 target dict (``tvm.target.Target(d)``)."""
+        """The TVM 0.27 target dict (``tvm.target.Target(d)``); GPU presets: ``cuda`` with
+        the preset's CPU as ``host``."""
+        if self.cuda is not None:
+            return {"kind": "cuda", **self.cuda.tvm_attrs(), "host": self._llvm_target()}
+        return self._llvm_target()
+
+    def _llvm_target(self) -> dict[str, Any]:
         target: dict[str, Any] = {"kind": "llvm"}
         if self.arch == "aarch64":
             target["mtriple"] = "aarch64-linux-gnu"
@@ -66,12 +98,12 @@ _AVX512 = (*_AVX2, "AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL")
 
 
 def _gpu(name: str, description: str, arch: Arch, cc: str, cuda: str, trt: str,
-         mcpu: str | None = None) -> Target:
-    """A GPU preset: listed now, built by the GPU backends (tvm-cuda, tensorrt) later."""
+         spec: CudaSpec, mcpu: str | None = None) -> Target:
+    """A GPU preset, built by the GPU backends (tensorrt, tvm-cuda)."""
     return Target(name, description, arch, device_type="gpu", mcpu=mcpu, accelerator="nvidia",
                   compute_capability=cc, cuda_version=cuda, trt_version=trt,
                   cross_toolchain=AARCH64_CROSS if arch == "aarch64" else None,
-                  backends=("tensorrt", "tvm-cuda"), buildable=False)
+                  backends=("tensorrt", "tvm-cuda"), cuda=spec)
 
 
 CATALOGUE: tuple[Target, ...] = (
@@ -86,14 +118,18 @@ CATALOGUE: tuple[Target, ...] = (
            mcpu="cortex-a72", mattr=("+neon",), cpu_features=("ASIMD",),
            cross_toolchain=AARCH64_CROSS),
     _gpu("jetson-nano", "NVIDIA Jetson Nano (Maxwell, sm_53)", _A64, "5.3", "10.2", "8.2",
+         CudaSpec("sm_53", "nvidia/jetson-nano", registers_per_block=32768),
          mcpu="cortex-a57"),
     _gpu("jetson-xavier", "NVIDIA Jetson AGX Xavier (Volta, sm_72)", _A64, "7.2", "11.4",
-         "8.5", mcpu="carmel"),
+         "8.5", CudaSpec("sm_72", "nvidia/jetson-agx-xavier"), mcpu="carmel"),
     _gpu("jetson-orin-nano", "NVIDIA Jetson Orin Nano (Ampere, sm_87)", _A64, "8.7", "12.2",
-         "8.6", mcpu="cortex-a78ae"),
-    _gpu("nvidia-t4", "NVIDIA T4 (Turing, sm_75) on x86-64", _X86, "7.5", "12.2", "10.0"),
-    _gpu("nvidia-a100", "NVIDIA A100 (Ampere, sm_80) on x86-64", _X86, "8.0", "12.2", "10.0"),
-    _gpu("nvidia-h100", "NVIDIA H100 (Hopper, sm_90) on x86-64", _X86, "9.0", "12.2", "10.0"),
+         "8.6", CudaSpec("sm_87", "nvidia/jetson-orin-nano"), mcpu="cortex-a78ae"),
+    _gpu("nvidia-t4", "NVIDIA T4 (Turing, sm_75) on x86-64", _X86, "7.5", "12.2", "10.0",
+         CudaSpec("sm_75", "nvidia/nvidia-t4")),
+    _gpu("nvidia-a100", "NVIDIA A100 (Ampere, sm_80) on x86-64", _X86, "8.0", "12.2", "10.0",
+         CudaSpec("sm_80", "nvidia/nvidia-a100", l2_cache_size_bytes=41943040)),
+    _gpu("nvidia-h100", "NVIDIA H100 (Hopper, sm_90) on x86-64", _X86, "9.0", "12.2", "10.0",
+         CudaSpec("sm_90a", "nvidia/nvidia-h100", l2_cache_size_bytes=52428800)),
 )
 
 

@@ -116,10 +116,13 @@ def _tail(text: str) -> str:
 
 
 def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
-                  *, emulate: bool, variants: Sequence[str | None] = (None,)) -> Verification:
+                  *, emulate: bool, variants: Sequence[str | None] = (None,),
+                  dev_type: str = "cpu") -> Verification:
     """Run ``tol.samples`` seeded samples through every variant of the bundle (a tree
-    bundle's rows and forest paths) and compare each with the reference."""
-    results = [_verify_variant(bundle_dir, source, tol, workdir, emulate, v) for v in variants]
+    bundle's rows and forest paths) and compare each with the reference. ``dev_type``
+    "gpu": on this host's GPU (method ``gpu``)."""
+    results = [_verify_variant(bundle_dir, source, tol, workdir, emulate, v, dev_type)
+               for v in variants]
     failed = [(v, r) for v, r in zip(variants, results, strict=True) if not r.passed]
     if failed:
         variant, result = failed[0]
@@ -133,15 +136,17 @@ def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir
 
 
 def _verify_variant(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
-                    emulate: bool, variant: str | None) -> Verification:
+                    emulate: bool, variant: str | None, dev_type: str = "cpu") -> Verification:
     samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
     inputs_path, outputs_path = workdir / "verify-in.npz", workdir / "verify-out.npz"
     save_arrays(inputs_path, {f"sample{i}/{k}": v for i, s in enumerate(samples)
                               for k, v in s.items()})
-    method = "qemu-aarch64" if emulate else "host"
+    method = "qemu-aarch64" if emulate else "gpu" if dev_type == "gpu" else "host"
+    extra = (["--variant", variant] if variant else []) + (
+        ["--dev-type", dev_type] if dev_type != "cpu" else [])
     try:
         run_probe(bundle_dir, inputs_path, outputs_path, emulate=emulate,
-                  extra_args=["--variant", variant] if variant else None)
+                  extra_args=extra or None)
     except CompileError as exc:
         return Verification(passed=False, message=str(exc), method=method,
                             samples=tol.samples, rtol=tol.rtol, atol=tol.atol)

@@ -4,6 +4,8 @@
     └── RuntimeModelError
         ├── IncompatibleBundleError   the bundle was built for another arch or device
         ├── BackendUnavailableError   the backend's library is not installed here
+        ├── HardwareVerificationError a bundle built without its GPU gave wrong results
+        │                             on this host's GPU (its verification samples)
         ├── InputError                wrong input name, count, shape or dtype
         │   (raised by the inference server, neofleet.runtime.server:)
         ├── ProtocolError             the request does not follow the Open Inference Protocol
@@ -34,6 +36,10 @@ class IncompatibleBundleError(RuntimeModelError):
 
 class BackendUnavailableError(RuntimeModelError):
     reason = "BackendUnavailable"
+
+
+class HardwareVerificationError(RuntimeModelError):
+    reason = "HardwareVerificationFailed"
 
 
 class InputError(RuntimeModelError):

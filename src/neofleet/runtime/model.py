@@ -51,7 +51,7 @@ class DLRModel:
     ) -> None:
         with tempfile.TemporaryDirectory(prefix="neofleet-load-") as private:
             loaded = snapshot_bundle(model_path, Path(private) / "bundle")
-            _check_compatible(loaded, dev_type)
+            _check_compatible(loaded, dev_type, dev_id)
             self._backend: ModelBackend = load_backend(
                 loaded, dev_type=dev_type, dev_id=dev_id, num_threads=num_threads,
                 variant=variant)
@@ -149,10 +149,29 @@ def _describe(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join("any" if d == -1 else str(d) for d in shape) + "]"
 
 
-def _check_compatible(bundle: Bundle, dev_type: str) -> None:
+def check_compatible(bundle: Bundle, dev_type: str, dev_id: int = 0) -> None:
+    """Refuse, with a clear message, a bundle this host cannot run on ``dev_type``."""
+    _check_compatible(bundle, dev_type, dev_id)
+
+
+def _check_compatible(bundle: Bundle, dev_type: str, dev_id: int = 0) -> None:
     req = bundle.meta.requirements
     if dev_type not in {"cpu", "gpu"}:
         raise IncompatibleBundleError(f"dev_type must be 'cpu' or 'gpu', not {dev_type!r}")
+    if req.target_device_type == "gpu":
+        if req.target_arch != host_arch():
+            raise IncompatibleBundleError(
+                f"bundle was built for target {req.target_device} ({req.target_arch} host with "
+                f"a GPU); this host is {host_arch()}")
+        if bundle.manifest.backend == "tensorrt":  # exact GPU arch and TensorRT release
+            from neofleet.runtime.backends.tensorrt import check_engine_bundle
+
+            check_engine_bundle(bundle, dev_type, dev_id)
+            return
+        from neofleet.runtime.gpu import check_gpu_bundle
+
+        check_gpu_bundle(bundle.meta, dev_type, dev_id)
+        return
     if req.target_device_type != dev_type:
         raise IncompatibleBundleError(
             f"bundle was built for target {req.target_device} ({req.target_device_type}); "

@@ -2,7 +2,7 @@
 runner, used on the host and under qemu for other architectures.
 
     python -m neofleet.runtime.probe BUNDLE --inputs in.npz --outputs out.npz \
-        [--warmup N] [--repeat N] [--threads N]
+        [--warmup N] [--repeat N] [--threads N] [--dev-type cpu|gpu]
 
 The inputs file holds either one sample (keys are the input names) or several (keys
 ``sample<i>/<input name>``); outputs are written as ``output_<j>`` or
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--budget-s", type=float, default=0.0)
     parser.add_argument("--variant", help="force one of the backend's paths (tree bundles)")
+    parser.add_argument("--dev-type", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--cycle-rows", type=int, default=0,
                         help="time slices of this many rows of the sample, a different "
                              "slice each call (models whose inputs take any number of rows)")
@@ -61,7 +62,8 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     from neofleet.runtime.model import DLRModel
 
     start = time.perf_counter()
-    model = DLRModel(args.bundle, "cpu", num_threads=args.threads, variant=args.variant)
+    model = DLRModel(args.bundle, args.dev_type, num_threads=args.threads,
+                     variant=args.variant)
     report: dict[str, Any] = {"load_seconds": time.perf_counter() - start}
     samples = _read_samples(args.inputs, model.get_input_names())
     results = {}

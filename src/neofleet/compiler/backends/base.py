@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,9 @@ class BuildOptions:
     host_can_run: bool = False
     toolchain_timeout_s: float = 900.0
     progress: Progress = field(default=lambda _: None)
+    # the target's compiler options (--compiler-option KEY=VALUE, compilerOptions): each
+    # backend reads its own keys and ignores the others'
+    compiler_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

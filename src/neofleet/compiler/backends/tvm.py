@@ -31,7 +31,7 @@ class TvmBackend:
 
     def not_applicable(self, source: SourceModel, target: Target) -> str | None:
         if target.device_type != "cpu":
-            return "GPU targets are built by the tvm-cuda backend (not in this build)"
+            return "GPU targets are built by the tvm-cuda backend"
         if source.exported_program is None and source.onnx_path is None:
             return "no form of the model TVM can import"
         return None

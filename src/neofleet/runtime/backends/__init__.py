@@ -61,6 +61,26 @@ def load_backend(
 
         return TvmBackend(bundle.artifact_path, tvm_requirements(bundle), dev_type=dev_type,
                           dev_id=dev_id, num_threads=num_threads)
+    if name == "tvm-cuda":
+        from neofleet.runtime.backends.tvm_cuda import TvmCudaBackend, cudart_name
+
+        options = bundle.meta.neofleet.backend_options
+        return TvmCudaBackend(bundle.artifact_path, tvm_requirements(bundle),
+                              cuda_library=_listed(bundle, options.get("cuda_runtime_library")),
+                              cudart=cudart_name(options), dev_id=dev_id,
+                              num_threads=num_threads)
+    if name == "tensorrt":
+        from neofleet.runtime.backends.tensorrt import TensorRtBackend, engine_requirements
+
+        options = bundle.meta.neofleet.backend_options
+        model = bundle.meta.model
+        return TensorRtBackend(bundle.artifact_path, engine_requirements(bundle),
+                               dev_type=dev_type, dev_id=dev_id,
+                               input_names=options.get("engine_inputs")
+                               or [t.name for t in model.inputs],
+                               output_names=options.get("engine_outputs")
+                               or [t.name for t in model.outputs],
+                               output_dtypes=[t.dtype for t in model.outputs])
     if name == "onnxruntime":
         from neofleet.runtime.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -1,10 +1,13 @@
 """``neofleet serve``: resolve the bundle, build the app, run uvicorn until SIGTERM.
 
 Before the port opens: the bundle is opened and verified (pulled first for ``oci://``),
-the settings resolved and the batching options checked against it; any failure is a
+a GPU bundle is checked against this host's GPU (``neofleet.runtime.gpu``), the settings
+resolved and the batching options checked against it; any failure is a
 NeofleetError the CLI prints as one line (exit 1). Then uvicorn (uvloop + httptools)
-serves while the model loads in the background; readiness follows the warm-up. A load
-failure stops the server and is raised the same way. SIGTERM or SIGINT: readiness turns
+serves while the model loads in the background; readiness follows the warm-up. A bundle
+whose compiled.meta says it was not verified on hardware (a GPU bundle compiled without
+its GPU) first runs its verification samples (``neofleet.runtime.samples``). A load or
+sample failure stops the server and is raised the same way. SIGTERM or SIGINT: readiness turns
 503 at once; the server keeps accepting and serving for ``--shutdown-delay-seconds`` (0 by
 default; a second signal ends the wait) so a load balancer can take it out of rotation;
 then uvicorn stops accepting, waits up to ``--drain-seconds`` for requests in flight, and
@@ -39,6 +42,10 @@ def serve(options: ServeOptions, env: Mapping[str, str] | None = None) -> None:
     """Serve until a signal ends it; raise NeofleetError when it cannot start."""
     env = os.environ if env is None else env
     bundle = open_source(options.source, options.cache_dir or default_cache_dir(env))
+    if bundle.meta.requirements.target_device_type == "gpu":
+        from neofleet.runtime.model import check_compatible
+
+        check_compatible(bundle, "gpu", 0)  # no matching GPU: refuse before the port opens
     facts = bundle_facts(bundle)
     settings = resolve_settings(options, env, facts, os.cpu_count() or 1)
     signature = model_signature(bundle, settings.max_batch)
@@ -94,8 +101,12 @@ def model_signature(bundle: Bundle, max_batch: int | None) -> Signature:
 def _loader(bundle: Bundle, num_threads: int | None) -> Callable[[], Runnable]:
     def load() -> Runnable:
         from neofleet.runtime.model import DLRModel
+        from neofleet.runtime.samples import verify_on_this_host
 
-        return DLRModel(bundle.path, "cpu", num_threads=num_threads)
+        model = DLRModel(bundle.path, bundle.meta.requirements.target_device_type,
+                         num_threads=num_threads)
+        verify_on_this_host(model, bundle)  # a bundle built without its GPU: smoke run first
+        return model
 
     return load
 
