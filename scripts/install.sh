@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu g++-aarch64-linux-gnu docker-registry
-              prometheus g++ python3-venv zstd ca-certificates)
+              prometheus g++ python3-venv zstd ca-certificates
+              buildah podman debootstrap runc)  # images: scripts/build-images.sh
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
