@@ -54,16 +54,6 @@ def status(custom: Any) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
-def wait(check: Any, what: str, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from kubernetes import client, config
 
@@ -74,6 +64,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from tests.e2e.test_edgemodeldeployment import BODY, linear_onnx
     from tests.support.bundles import make_bundle
     from tests.support.registry import RegistryServer
+    from tests.support.sandbox import wait_until as wait
     from tests.support.traffic import TrafficDriver
 
     folder = tmp / "sandbox"
