@@ -132,9 +132,16 @@ def test_unknown_target_before_anything_runs(tmp_path: Path) -> None:
            UnknownTargetError, "unknown target 'pdp11'")
 
 
-def test_gpu_target_is_not_built_by_this_version(tmp_path: Path) -> None:
-    _fails(_request(EXAMPLE_ONNX, tmp_path / "out", targets=("nvidia-t4",)),
-           BackendUnavailableError, "GPU bundles are not built")
+def test_a_jetson_target_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """GPU presets build with tvm-cuda, but not Jetson ones (JetPack's CUDA is fixed) and
+    not with TensorRT where it does not import: the target fails naming both, nothing is
+    written."""
+    request = _request(EXAMPLE_ONNX, tmp_path / "out", targets=("jetson-orin-nano",))
+    (target,) = compile_model(request).targets
+    assert target.bundle is None and isinstance(target.error, BackendUnavailableError)
+    assert "TensorRT is not installed" in str(target.error)
+    assert "JetPack" in str(target.error), str(target.error)
+    assert not request.output.exists()
 
 
 def test_failed_verification_leaves_no_bundle(tmp_path: Path,
