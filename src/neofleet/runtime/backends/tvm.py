@@ -135,7 +135,7 @@ class TvmBackend:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         tensors = [self._tvm_ffi.from_dlpack(aligned(a)) for a in inputs]
-        return [np.from_dlpack(t).copy() for t in _flatten(self._main()(*tensors))]
+        return [np.from_dlpack(t).copy() for t in flatten_outputs(self._main()(*tensors))]
 
 
 def aligned(array: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
@@ -149,10 +149,11 @@ def aligned(array: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
     return out
 
 
-def _flatten(value: Any) -> list[Any]:
+def flatten_outputs(value: Any) -> list[Any]:
+    """The tensors of a Relax VM result (a tensor or nested tuples of them), in order."""
     if hasattr(value, "__dlpack__"):
         return [value]
     out: list[Any] = []
     for item in value:
-        out.extend(_flatten(item))
+        out.extend(flatten_outputs(item))
     return out

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from neofleet.runtime.backends.tvm import TvmBackend, TvmRequirements, aligned, load_runtime_library
+from neofleet.runtime.backends.tvm import (
+    TvmBackend,
+    TvmRequirements,
+    aligned,
+    flatten_outputs,
+    load_runtime_library,
+)
 from neofleet.runtime.errors import BackendUnavailableError, IncompatibleBundleError
 
 _lock = threading.Lock()
@@ -132,16 +138,7 @@ class TvmCudaBackend(TvmBackend):
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         copier = self._copier
         outputs = self._main()(*[copier.to_device(a) for a in inputs])
-        return [copier.to_host(t) for t in _flatten(outputs)]
-
-
-def _flatten(value: Any) -> list[Any]:
-    if hasattr(value, "__dlpack__"):
-        return [value]
-    out: list[Any] = []
-    for item in value:
-        out.extend(_flatten(item))
-    return out
+        return [copier.to_host(t) for t in flatten_outputs(outputs)]
 
 
 def check_driver(cudart: str, driver_cuda_version: str | None = None) -> None:
