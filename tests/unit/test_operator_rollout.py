@@ -82,7 +82,7 @@ class Sim:
     def __init__(self, s: EdgeModelDeploymentSpec) -> None:
         self.spec, self.status, self.workloads = s, None, {}
         self.clock, self.annotations, self.events = 0, {}, []
-        self.measure_ok = True
+        self.measure_ok: bool | None = True        # None: Prometheus has no data yet
 
     def now(self) -> str:
         return f"2026-12-01T10:{self.clock // 60:02d}:{self.clock % 60:02d}Z"
@@ -91,9 +91,10 @@ class Sim:
         self.clock += seconds
         measurements = []
         if analysis_due(self.spec, self.status, self.now()):
-            measurements = [Measurement(time=self.now(), metric="p99-latency",
-                                        value=0.01 if self.measure_ok else 9.0,
-                                        limit=0.1, ok=self.measure_ok)]
+            value = {True: 0.01, False: 9.0, None: None}[self.measure_ok]
+            measurements = [Measurement(time=self.now(), metric="p99-latency", value=value,
+                                        limit=0.1, ok=bool(self.measure_ok),
+                                        inconclusive=self.measure_ok is None)]
         nodes = {"cpu": ["cpu-1", "cpu-2"], "edge": ["arm-1", "arm-2"]}
         world = World(resolutions(self.spec, digest), nodes, list(self.workloads.values()),
                       dict(self.annotations), self.now(), measurements)
@@ -156,6 +157,33 @@ def test_a_failed_analysis_rolls_every_pool_back_and_is_not_retried() -> None:
     assert sim.status["phase"] == "RolledBack" and sim.status.get("canaryRevision") is None
 
 
+def test_no_data_is_inconclusive_until_the_limit_then_it_fails() -> None:
+    steps = [{"setWeight": 50}, {"analysis": {"interval": "5s", "count": 2, "failureLimit": 0,
+                                              "inconclusiveLimit": 2}}]
+    sim = Sim(spec(strategy="Canary", poolOrder="Parallel", steps=steps))
+    sim.step()
+    sim.step()
+    sim.measure_ok = None                        # the canary not scraped yet: two rounds
+    for _ in range(6):
+        sim.step(D2)
+        if sim.status.get("rollout", {}).get("inconclusive") == 2:
+            break
+    assert sim.status["phase"] != "RolledBack" and sim.status["rollout"]["inconclusive"] == 2
+    sim.measure_ok = True                        # then data comes and passes
+    for _ in range(6):
+        sim.step(D2)
+    assert sim.status["phase"] == "Healthy" and "RolloutCompleted" in sim.events
+
+    never = Sim(spec(strategy="Canary", poolOrder="Parallel", steps=steps))
+    never.step()
+    never.step()
+    never.measure_ok = None                      # a canary that is never scraped proves nothing
+    for _ in range(6):
+        never.step(D2)
+    assert never.status["phase"] == "RolledBack"
+    assert "p99-latency=no data" in never.status["message"]
+
+
 def test_sequential_pools_pause_until_promoted_and_abort_rolls_back() -> None:
     sim = Sim(spec(strategy="Canary", steps=[{"setWeight": 50}, {"pause": {}}]))
     sim.step()
@@ -185,6 +213,7 @@ def test_analysis_queries_and_limits() -> None:
     assert evaluate(p99, 0.004, 0.001, "t").ok            # 2x, but within the 5 ms slack
     assert not evaluate(p99, 0.030, 0.010, "t").ok
     assert not evaluate(errors, None, None, "t").ok        # no data proves nothing
+    assert evaluate(errors, None, None, "t").inconclusive
     assert evaluate(Query("x", "q", None, 1.0, None), 0.5, None, "t").limit == 1.0
     assert parse_duration("1m30s") == 90 and parse_duration("250ms") == 0.25
 

@@ -79,6 +79,9 @@ class Analysis(ApiModel):
     window: str = Field(default="1m", pattern=DURATION,
                         description="the rate() window of the default queries")
     failure_limit: int = Field(default=1, ge=0, le=100)
+    inconclusive_limit: int = Field(default=3, ge=0, le=100, description=(
+        "consecutive measurements without data (the canary not scraped yet, Prometheus "
+        "unreachable) tolerated; one more counts as a failure"))
     count: int = Field(default=3, ge=1, le=1000)
 
 
@@ -133,6 +136,7 @@ class Measurement(ApiModel):
     value: float | None = None
     limit: float | None = None
     ok: bool
+    inconclusive: bool = Field(default=False, description="no data: neither pass nor fail")
 
 
 class RolloutStatus(ApiModel):
@@ -144,6 +148,7 @@ class RolloutStatus(ApiModel):
     last_measured_time: str | None = None
     successes: int = 0
     failures: int = 0
+    inconclusive: int = Field(default=0, description="consecutive rounds without data")
     measurements: list[Measurement] = Field(default_factory=list)
 
 

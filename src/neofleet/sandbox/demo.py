@@ -213,6 +213,8 @@ def _canary(env: Env, say: Say) -> dict[str, Any]:
     failed = len(traffic.failures())
     say(f"      {status['phase']} after {elapsed:.0f} s: {len(traffic.results)} requests, "
         f"{failed} failed; answered by revision {traffic.by_revision()}")
+    if status["phase"] != "Healthy":
+        say(f"      why: {status.get('message')}")
     return {"phase": status["phase"], "stable": status.get("stableRevision"),
             "requests": len(traffic.results), "failed": failed, "rollout_s": round(elapsed, 1)}
 

@@ -11,14 +11,18 @@ EdgeModelDeployment's name, ``revision``):
   over all answered requests; fails above ``threshold`` (default 0.01).
 
 A custom metric gives ``query`` with ``$REVISION``, ``$STABLE_REVISION``, ``$MODEL`` and
-``$WINDOW`` placeholders. A query with no data fails the measurement: a canary that gets
-no traffic proves nothing.
+``$WINDOW`` placeholders. A query with no data (the canary's pods not scraped yet,
+Prometheus unreachable, a quantile of nothing) is *inconclusive*: it neither passes nor
+fails, and ``inconclusiveLimit`` consecutive rounds of it are tolerated; one more counts as
+a failure, because a canary that gets no traffic proves nothing.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from neofleet.api.edgemodeldeployment import Analysis, Measurement, Metric
 
@@ -73,4 +77,25 @@ def evaluate(query: Query, canary: float | None, stable: float | None,
     known = canary is not None and math.isfinite(canary)
     ok = known and (limit is None or canary <= limit)   # type: ignore[operator]
     return Measurement(time=now, metric=query.metric, value=canary if known else None,
-                       limit=limit, ok=bool(ok))
+                       limit=limit, ok=bool(ok), inconclusive=not known)
+
+
+Verdict = Literal["passed", "failed", "inconclusive"]
+
+
+def verdict(measurements: Sequence[Measurement], inconclusive_before: int,
+            inconclusive_limit: int) -> Verdict:
+    """One round of measurements: any real failure fails it; a round with data missing is
+    inconclusive until more than ``inconclusive_limit`` such rounds came in a row."""
+    if any(not m.ok and not m.inconclusive for m in measurements):
+        return "failed"
+    if any(m.inconclusive for m in measurements):
+        return "failed" if inconclusive_before >= inconclusive_limit else "inconclusive"
+    return "passed"
+
+
+
+def describe(measurement: Measurement) -> str:
+    if measurement.inconclusive:
+        return f"{measurement.metric}=no data"
+    return f"{measurement.metric}={measurement.value} (limit {measurement.limit})"

@@ -43,6 +43,7 @@ from neofleet.api.edgemodeldeployment import (
     Step,
 )
 from neofleet.operator.conditions import condition
+from neofleet.operator.planning.analysis import describe, verdict
 from neofleet.operator.planning.artifacts import Resolution
 
 MAX_MEASUREMENTS = 12
@@ -226,7 +227,7 @@ class _Planner:
             self._rollback(stable, canary, f"aborted by annotation {ABORT_ANNOTATION}={abort}")
             return
         self._record(rollout)
-        limit = self._failure_limit()
+        limit = self._limit("failure_limit")
         if rollout.failures > limit:
             self._analysis_failed(stable, canary, rollout)
             return
@@ -342,7 +343,7 @@ class _Planner:
 
     def _analysis_failed(self, stable: str, canary: str, rollout: RolloutStatus) -> None:
         failed = [m for m in rollout.measurements if not m.ok][-3:]
-        detail = "; ".join(f"{m.metric}={m.value} (limit {m.limit})" for m in failed)
+        detail = "; ".join(describe(m) for m in failed)
         if self.spec.rollout.auto_rollback:
             self._rollback(stable, canary, f"analysis failed {rollout.failures} time(s): "
                                            f"{detail}")
@@ -373,19 +374,22 @@ class _Planner:
         rollout.measurements = [*rollout.measurements, *self.world.measurements][
             -MAX_MEASUREMENTS:]
         rollout.last_measured_time = self.world.now
-        if all(m.ok for m in self.world.measurements):
+        found = verdict(self.world.measurements, rollout.inconclusive,
+                        self._limit("inconclusive_limit"))
+        rollout.inconclusive = rollout.inconclusive + 1 if found == "inconclusive" else 0
+        if found == "passed":
             rollout.successes += 1
-        else:
+        elif found == "failed":
             rollout.failures += 1
             bad = [m for m in self.world.measurements if not m.ok]
-            self._event("Warning", "AnalysisFailed", "; ".join(
-                f"{m.metric}={m.value} (limit {m.limit})" for m in bad))
+            self._event("Warning", "AnalysisFailed", "; ".join(describe(m) for m in bad))
 
-    def _failure_limit(self) -> int:
+    def _limit(self, name: str) -> int:
+        """The strictest ``failure_limit`` or ``inconclusive_limit`` of the analyses."""
         analyses = [s.analysis for s in steps_of(self.spec) if s.analysis is not None]
         if self.spec.rollout.analysis is not None:
             analyses.append(self.spec.rollout.analysis)
-        return min((a.failure_limit for a in analyses), default=0)
+        return min((int(getattr(a, name)) for a in analyses), default=0)
 
     def _new_annotation(self, key: str, handled: str) -> str | None:
         value = self.world.annotations.get(key)
