@@ -311,17 +311,32 @@ def compile_pod(result: Path) -> None:
               help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--peering", default=None, help="kopf peering name (several replicas).")
 @click.option("--prometheus-url", default=None, envvar="NEOFLEET_PROMETHEUS_URL",
               help="Prometheus for canary analysis (spec.rollout…analysis.prometheus wins).")
+@click.option("--leader-election-lease", default=None, metavar="NAMESPACE/NAME",
+              help="Act only while holding this coordination.k8s.io Lease (several "
+              "replicas); default: no election, the only replica acts.")
+@click.option("--leader-identity", default=None, envvar="POD_NAME",
+              help="This replica's name in the Lease [default: $POD_NAME or the host name, "
+              "plus the process id].")
+@click.option("--lease-duration", default=15, show_default=True, type=click.IntRange(3, 300),
+              help="Seconds a Lease stays held without renewal; a leader stops after 2/3 "
+              "of it without a renewal.")
 def operator(namespaces: tuple[str, ...], compiler_image: str, liveness: str | None,
-             metrics_port: int | None, metrics_host: str, peering: str | None,
-             prometheus_url: str | None) -> None:
+             metrics_port: int | None, metrics_host: str, prometheus_url: str | None,
+             leader_election_lease: str | None, leader_identity: str | None,
+             lease_duration: int) -> None:
     """Run the neofleet operator (kopf) against the cluster of $KUBECONFIG or in-cluster."""
-    from neofleet.operator.main import run
+    from neofleet.operator.main import Options, lease_config, run
 
-    run(namespaces, compiler_image, liveness, metrics_port, metrics_host, peering,
-        prometheus_url)
+    lease = None
+    if leader_election_lease is not None:
+        try:
+            lease = lease_config(leader_election_lease, leader_identity, lease_duration)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--leader-election-lease") from exc
+    run(Options(namespaces, compiler_image, liveness, metrics_port, metrics_host,
+                prometheus_url, lease))
 
 
 @main.command()

@@ -62,14 +62,17 @@ def namespace(kube_api: Any) -> Iterator[str]:
         core.delete_namespace(name)
 
 
-def wait_until(check: Callable[[], object], what: str, timeout_s: float) -> Any:
+def wait_until(check: Callable[[], object], what: str, timeout_s: float,
+               detail: Callable[[], str] | None = None) -> Any:
+    """``check()``'s first truthy value; on timeout an error with ``detail()`` (a log)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    more = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{more}")
 
 
 

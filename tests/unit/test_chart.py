@@ -63,6 +63,30 @@ def test_the_cluster_role_is_exactly_the_operators_rules() -> None:
     assert not any("secrets" in r["resources"] for r in role["rules"])
 
 
+def test_leader_election_is_one_lease_and_several_replicas_need_it() -> None:
+    from neofleet.operator.rbac import leader_election_rules
+
+    docs = {d["kind"]: d for d in render(None)}
+    assert docs["Role"]["rules"] == leader_election_rules("neofleet-operator")
+    assert docs["Role"]["metadata"]["namespace"] == "neofleet-system"
+    assert docs["RoleBinding"]["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    spec = docs["Deployment"]["spec"]
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--leader-election-lease") + 1] == "neofleet-system/neofleet-operator"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    chart = helm.Chart.load(CHART)
+    off = {"operator": {"leaderElection": {"enabled": False}}}
+    plain = [d for t in chart.render(off, name="neofleet", namespace="ns",
+                                     is_install=True).values()
+             for d in yaml.safe_load_all(t) if d]
+    assert not {"Role", "RoleBinding"} & {d["kind"] for d in plain}
+    deployment = next(d for d in plain if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    two_without = {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}}
+    with pytest.raises(Exception, match="needs operator.leaderElection"):
+        chart.render(two_without, name="neofleet", namespace="ns", is_install=True)
+
+
 def test_optional_objects_follow_the_values() -> None:
     kinds = {d["kind"] for d in render(None)}
     assert "ConfigMap" in kinds and "NetworkPolicy" in kinds

@@ -3,7 +3,7 @@
 Reads CompilationJobs, their Jobs and pods (turned into ``ObservedJob``), creates Jobs
 ("already exists" means adopt), deletes Jobs; reads EdgeModelDeployments, Nodes and the
 runtime Deployments/DaemonSets (``ObservedWorkload``), creates, resizes and deletes them
-and their Services; patches status, posts Events.
+and their Services; patches status, posts Events; reads and writes the leader Lease.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from neofleet.api import GROUP, VERSION
+from neofleet.operator.leader import LeaderElectionError, LeaseRecord
 from neofleet.operator.planning.compilation import ObservedJob
 from neofleet.operator.planning.rollout import ObservedWorkload
 from neofleet.operator.render.job import CJ_LABEL, HASH_LABEL, TARGET_LABEL
@@ -44,6 +45,7 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     def get_compilation_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_custom(namespace, PLURAL, name)
@@ -193,6 +195,44 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             _content_type=MERGE_PATCH)
+
+    def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        try:
+            response = self.coordination.read_namespaced_lease(name, namespace,
+                                                               _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise LeaderElectionError(f"reading lease {namespace}/{name}: HTTP {exc.status} "
+                                      f"{exc.reason}") from exc
+        lease = json.loads(response.data)
+        spec = lease.get("spec") or {}
+        return LeaseRecord(holder=spec.get("holderIdentity") or None,
+                           duration_s=int(spec.get("leaseDurationSeconds") or 15),
+                           renew_time=spec.get("renewTime"),
+                           transitions=int(spec.get("leaseTransitions") or 0),
+                           resource_version=lease["metadata"]["resourceVersion"])
+
+    def write_lease(self, namespace: str, name: str, spec: dict[str, Any],
+                    resource_version: str | None) -> bool:
+        """Create (``resource_version`` None) or replace the lease; False when someone else
+        wrote it first (409)."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": metadata, "spec": spec}
+        try:
+            if resource_version is None:
+                self.coordination.create_namespaced_lease(namespace, body)
+            else:
+                self.coordination.replace_namespaced_lease(name, namespace, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise LeaderElectionError(f"writing lease {namespace}/{name}: HTTP {exc.status} "
+                                      f"{exc.reason}") from exc
 
     def post_event(self, cj: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """An Event on ``cj`` (a CompilationJob or an EdgeModelDeployment)."""

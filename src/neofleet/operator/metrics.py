@@ -24,6 +24,10 @@ class OperatorMetrics:
             "neofleet_compile_duration_seconds", "Compile Job durations by target and outcome",
             ["target", "outcome"], buckets=(10, 30, 60, 120, 300, 600, 1200, 3600, 7200),
             registry=self.registry)
+        self.leader = Gauge(
+            "neofleet_operator_leader",
+            "1 while this operator holds the leader lease (or runs without election)",
+            registry=self.registry)
 
         deployment = ["namespace", "name"]
         self.deployment_phase = Gauge(

@@ -31,6 +31,16 @@ RULES: list[dict[str, Any]] = [
      "verbs": ["list", "watch"]},
 ]
 
+LEASE = "neofleet-operator"
+
+
+def leader_election_rules(lease: str = LEASE) -> list[dict[str, Any]]:
+    """The namespaced Role of ``--leader-election-lease``: its one Lease, and create."""
+    group = "coordination.k8s.io"
+    return [{"apiGroups": [group], "resources": ["leases"], "resourceNames": [lease],
+             "verbs": ["get", "update"]},
+            {"apiGroups": [group], "resources": ["leases"], "verbs": ["create"]}]
+
 
 def render_rules() -> str:
     """The rules as the chart's ClusterRole includes them (files/rbac-rules.yaml)."""
@@ -48,9 +58,19 @@ def write_rules(path: Path) -> Path:
 
 
 def manifests(account: str = ACCOUNT, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    """The ClusterRole and its binding to the operator's ServiceAccount."""
+    """The ClusterRole, the leader-election Role, and their bindings to the operator's
+    ServiceAccount (what the chart renders with its default values)."""
     name = "neofleet-operator"
+    subjects = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    election = f"{name}-leader-election"
     return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": election, "namespace": namespace},
+         "rules": leader_election_rules()},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": election, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": election}, "subjects": subjects},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": name}, "rules": RULES},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
