@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.support.bundles import make_bundle, make_meta  # noqa: F401
-from tests.support.sandbox import wait_until
+from tests.support.sandbox import pod_folder, wait_until
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "neofleet.io", "v1alpha1", "edgemodeldeployments"
@@ -49,12 +49,12 @@ def custom(api: Any) -> Any:
 
 
 def emd(name: str, artifacts: list[dict[str, str]], pools: list[dict[str, Any]],
-        rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+        rollout: dict[str, Any] | None = None, **runtime: Any) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EdgeModelDeployment",
             "metadata": {"name": name},
             "spec": {"model": {"artifacts": artifacts}, "pools": pools,
                      "runtime": {"image": "neofleet-runtime:e2e", "threads": 1,
-                                 "shutdownDelaySeconds": 2},
+                                 "shutdownDelaySeconds": 2, **runtime},
                      "rollout": rollout or {"strategy": "Rolling"}}}
 
 
@@ -208,11 +208,11 @@ def observed(kube_api: Any, namespace: str, tmp_path: Path) -> Any:
 
 
 def _deploy_stable(api: Any, namespace: str, registry: Any, tmp_path: Path,
-                   name: str) -> str:
+                   name: str, **runtime: Any) -> str:
     uri = push(tmp_path, registry, f"{name}-v1", linear_onnx(1.0))
     custom(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL,
-        emd(name, [{"target": "x86_64-avx512", "uri": uri}], [CPU]))
+        emd(name, [{"target": "x86_64-avx512", "uri": uri}], [CPU], **runtime))
     wait_until(lambda: status_of(api, namespace, name).get("phase") == "Healthy",
                "the first revision to be Healthy", 240)
     return str(status_of(api, namespace, name)["stableRevision"])
@@ -245,19 +245,45 @@ def test_a_good_canary_completes_with_zero_failed_requests(
     print(f"\ngood canary: {len(traffic.results)} requests, 0 failed, by revision {counts}")
 
 
+def _shared_claim(api: Any, namespace: str, name: str) -> None:
+    """A ReadWriteMany claim bound to a volume made for it (the sandbox has no provisioner;
+    its agent gives every pod of the namespace that mounts the claim the same folder)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-{name}"
+    core.create_persistent_volume({
+        "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Delete",
+                 "hostPath": {"path": f"/var/lib/neofleet-e2e/{volume}"},
+                 "claimRef": {"namespace": namespace, "name": name}}})
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}})
+    wait_until(lambda: core.read_namespaced_persistent_volume_claim(name, namespace)
+               .status.phase == "Bound", f"claim {name} to be bound", 60)
+
+
 def test_a_slow_canary_is_rolled_back_by_the_analysis(
         kube_api: Any, namespace: str, registry: Any, operator_process: Any,
         observed: Any, tmp_path: Path) -> None:
     import time
+    from datetime import UTC, datetime
+
+    from kubernetes import client
 
     from tests.support.traffic import TrafficDriver
 
-    stable = _deploy_stable(kube_api, namespace, registry, tmp_path, "bad")
+    _shared_claim(kube_api, namespace, "bundles")
+    stable = _deploy_stable(kube_api, namespace, registry, tmp_path, "bad",
+                            bundleCacheClaim="bundles")
     slow = push(tmp_path, registry, "bad-v2", slow_onnx())
     with TrafficDriver(kube_api, namespace, "neofleet.io/edgemodeldeployment=bad", "bad",
                        BODY, timeout_s=30) as traffic:
         wait_until(lambda: traffic.results, "traffic to flow", 30)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), datetime.now(UTC)
         _patch_artifact(kube_api, namespace, "bad", slow, _canary_rollout(observed.url, 0.05))
         wait_until(lambda: status_of(kube_api, namespace, "bad").get("phase") == "RolledBack",
                    "the analysis to roll the canary back", 420)
@@ -270,11 +296,17 @@ def test_a_slow_canary_is_rolled_back_by_the_analysis(
     assert "p99-latency" in status["message"], status["message"]
     failed_stable = [a for a in traffic.failures() if a.revision == stable]
     assert not failed_stable, traffic.summary()
-    from kubernetes import client
-
+    restored = [p for p in ready_pods(kube_api, namespace,
+                                      f"neofleet.io/edgemodeldeployment=bad,"
+                                      f"neofleet.io/revision={stable}")
+                if p.metadata.creation_timestamp >= started_at.replace(microsecond=0)]
+    logs = [(pod_folder(p) / "containers" / "runtime" / "stderr.log").read_text()
+            for p in restored]
+    assert restored and all("from the cache)" in log for log in logs), logs   # no download
     events = client.CoreV1Api(kube_api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=bad").items
     assert any(e.reason == "RolledBack" for e in events)
-    print(f"\nbad canary: stable again after {stable_again_s:.1f} s; failed requests: "
+    print(f"\nbad canary: stable again after {stable_again_s:.1f} s ({len(restored)} stable "
+          "pod(s) re-created from the shared bundle cache); failed requests: "
           f"{len(traffic.failures())} ({len(failed_stable)} on the stable side); "
           f"{status['message']}")

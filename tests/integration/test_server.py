@@ -361,6 +361,7 @@ def test_serve_from_the_registry_by_digest(serve: Serve, server_bundles: dict[st
     assert_serving(server)
     assert server.metric("neofleet_model_info", bundle_digest=pushed.bundle_digest) == 1
     assert server.stop() == 0
+    assert "from the registry)" in server.log_text()
     cached = cache / pushed.manifest_digest.replace(":", "-")
     record = cached.with_name(cached.name + ".bundle-digest")
     assert record.read_text().strip() == pushed.bundle_digest
@@ -368,6 +369,24 @@ def test_serve_from_the_registry_by_digest(serve: Serve, server_bundles: dict[st
     again = serve(pushed.uri, "--cache-dir", str(cache), "--name", "matmul")  # from the cache
     assert_serving(again)
     assert cached.stat().st_mtime_ns == mtime
+    assert "from the cache)" in again.log_text()
+
+
+def test_servers_sharing_a_cache_pull_a_bundle_once(
+        serve: Serve, server_bundles: dict[str, Path], registry: RegistryServer,
+        tmp_path: Path) -> None:
+    """A cache shared by several servers (a PVC all of a pool's revisions mount): started
+    together, exactly one downloads the bundle and the others wait for it and reuse it."""
+    pushed = push_bundle(server_bundles["matmul"], f"oci://{registry.host}/serve/shared:v1")
+    cache = tmp_path / "shared"
+    servers = [serve(pushed.uri, "--cache-dir", str(cache), "--name", "matmul", ready=False)
+               for _ in range(3)]
+    for server in servers:
+        assert server.wait_ready(), server.log_text()
+        assert_serving(server)
+    origins = sorted("registry" if "from the registry)" in s.log_text() else "cache"
+                     for s in servers)
+    assert origins == ["cache", "cache", "registry"], [s.log_text() for s in servers]
 
 
 def test_a_wrong_digest_refuses_to_start(serve: Serve, server_bundles: dict[str, Path],

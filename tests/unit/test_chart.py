@@ -127,10 +127,13 @@ def test_every_pod_the_chart_or_the_operator_creates_is_restricted() -> None:
                                            "sha256:" + "1" * 64))
     emd = {"apiVersion": "neofleet.io/v1alpha1",
            "metadata": {"name": "e", "namespace": "n", "uid": "u"}}
-    for kind in ("Deployment", "DaemonSet"):
+    shared = spec.runtime.model_copy(update={"bundle_cache_claim": "bundles"})
+    for kind, runtime in (("Deployment", spec.runtime), ("DaemonSet", shared)):
         desired = DesiredWorkload("w", kind, spec.pools[0], "r", replicas=1,
                                   artifact=resolution)
-        pods.append(workload(desired, emd, spec.runtime)["spec"]["template"]["spec"])
+        pods.append(workload(desired, emd, runtime)["spec"]["template"]["spec"])
+    assert pods[-1]["volumes"][0] == {"name": "cache",
+                                      "persistentVolumeClaim": {"claimName": "bundles"}}
     assert len(pods) == 4
     for pod in pods:
         assert restricted_violations(pod) == [], pod

@@ -100,6 +100,23 @@ def test_the_agents_interpreter_is_not_rewritten_when_it_lies_under_a_mount(
                     "/sb/pods/u-1/volumes/tmp/bundle")
 
 
+def test_a_mounts_host_path_is_not_rewritten_again_by_a_shorter_mount() -> None:
+    """The pod folders live under /tmp here, and runtime pods mount /tmp: a cache mounted
+    from a claim must reach the server as the claim's folder, once (found by the shared
+    bundle cache, which silently became a per-pod folder)."""
+    container = {"name": "server", "image": "neofleet-runtime:0.1",
+                 "args": ["serve", "--cache-dir", "/var/cache/neofleet", "--x", "/tmp/y"],
+                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                  {"name": "cache", "mountPath": "/var/cache/neofleet"}]}
+    volumes = [{"name": "tmp", "emptyDir": {}},
+               {"name": "cache", "persistentVolumeClaim": {"claimName": "bundles"}}]
+    result = plan_pod(pod(container, volumes=volumes), Path("/tmp/sb/pods/u-1"), [],
+                      objects, HOST_ENV)
+    assert result.containers[0].argv[3:] == (
+        "serve", "--cache-dir", "/tmp/sb/claims/ns/bundles",
+        "--x", "/tmp/sb/pods/u-1/volumes/tmp/y")
+
+
 QEMU_GUEST = Guest(python=("/usr/bin/qemu-aarch64-static", "-L", "/tmp/a64/sysroot",
                              "/tmp/a64/sysroot/usr/bin/python3.11"),
                    env={"PYTHONPATH": "/tmp/a64/neofleet-src/d:/tmp/a64/site-packages",

@@ -60,6 +60,11 @@ class RuntimeSettings(ApiModel):
     batch_timeout_ms: float | None = Field(default=None, ge=0, le=10000)
     shutdown_delay_seconds: float = Field(default=3, ge=0, le=300, description=(
         "after SIGTERM the server keeps serving this long while endpoints drop it"))
+    bundle_cache_claim: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63,
+                                           description=(
+        "a PersistentVolumeClaim (ReadWriteMany, or a node-local volume) mounted as the "
+        "bundle cache by every revision's pods: a rollback finds the stable bundle there "
+        "without downloading it; default: an emptyDir per pod"))
 
 
 class Metric(ApiModel):

@@ -4,7 +4,8 @@ Each pod runs ``neofleet serve oci://…@sha256:…``: the server pulls the bund
 verifies every file's digest before loading, and reports ready on ``/v2/health/ready``
 only after warm-up. Metric labels come from the flags (``--name`` = the
 EdgeModelDeployment, ``--revision``, ``--pool``, ``--target``). Pod security fits the
-``restricted`` Pod Security Standard; the bundle cache and ``/tmp`` are emptyDirs.
+``restricted`` Pod Security Standard; ``/tmp`` is an emptyDir, and so is the bundle
+cache unless ``spec.runtime.bundleCacheClaim`` names a PersistentVolumeClaim to share.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _pod_spec(desired: DesiredWorkload, emd: str, runtime: RuntimeSettings) -> d
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                             "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [_container(desired, emd, runtime)],
-        "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [_cache_volume(runtime), {"name": "tmp", "emptyDir": {}}],
     }
     selector = dict(pool.node_selector)
     if desired.parked:
@@ -127,6 +128,13 @@ def _pod_spec(desired: DesiredWorkload, emd: str, runtime: RuntimeSettings) -> d
                 "key": "kubernetes.io/hostname", "operator": "In",
                 "values": list(desired.nodes)}]}]}}}
     return spec
+
+
+def _cache_volume(runtime: RuntimeSettings) -> dict[str, Any]:
+    if runtime.bundle_cache_claim is None:
+        return {"name": "cache", "emptyDir": {}}
+    return {"name": "cache",
+            "persistentVolumeClaim": {"claimName": runtime.bundle_cache_claim}}
 
 
 def _container(desired: DesiredWorkload, emd: str, runtime: RuntimeSettings) -> dict[str, Any]:

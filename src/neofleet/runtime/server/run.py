@@ -41,7 +41,8 @@ log = logging.getLogger("neofleet.serve")
 def serve(options: ServeOptions, env: Mapping[str, str] | None = None) -> None:
     """Serve until a signal ends it; raise NeofleetError when it cannot start."""
     env = os.environ if env is None else env
-    bundle = open_source(options.source, options.cache_dir or default_cache_dir(env))
+    opened = open_source(options.source, options.cache_dir or default_cache_dir(env))
+    bundle = opened.bundle
     if bundle.meta.requirements.target_device_type == "gpu":
         from neofleet.runtime.model import check_compatible
 
@@ -71,9 +72,10 @@ def serve(options: ServeOptions, env: Mapping[str, str] | None = None) -> None:
     app = create_app(info, service, metrics, server_version=__version__,
                      max_body_bytes=settings.max_body_bytes)
     _configure_logging(settings.log_level)
-    log.info("serving model %s (revision %s, %s bundle %s for %s) on http://%s:%d, "
-             "%d threads%s", info.name, info.version, facts.backend, facts.digest[:19],
-             facts.target, settings.host, settings.port, settings.threads,
+    log.info("serving model %s (revision %s, %s bundle %s for %s, from the %s) on "
+             "http://%s:%d, %d threads%s", info.name, info.version, facts.backend,
+             facts.digest[:19], facts.target, opened.origin, settings.host, settings.port,
+             settings.threads,
              f", batches of up to {settings.max_batch}" if batch else "")
     server = _Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="auto", http="auto",

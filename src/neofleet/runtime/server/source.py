@@ -6,14 +6,23 @@ An OCI reference must name a digest. It is pulled with ``neofleet.bundle.oci.pul
 else ``~/.cache/neofleet/bundles``. Next to it, ``sha256-<hex>.bundle-digest`` records the
 digest of the bundle that pull verified; a later start reuses the cached bundle only if
 it verifies again (``open_bundle``) and has that digest, and pulls afresh otherwise.
+
+The cache may be shared by several servers (a PersistentVolumeClaim every revision's pods
+of a pool mount, so a rollback finds the stable bundle without downloading it): an
+exclusive ``flock`` on ``sha256-<hex>.lock`` makes the check-then-pull of one digest
+happen once at a time, so no server replaces a bundle another is loading.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from neofleet.bundle import Bundle, open_bundle
 from neofleet.bundle.errors import ReferenceError_
@@ -40,18 +49,36 @@ def cache_path(ref: str, cache_dir: Path) -> Path:
     return cache_dir / parsed.digest.replace(":", "-")
 
 
-def open_source(source: str, cache_dir: Path) -> Bundle:
+@dataclass(frozen=True)
+class Opened:
+    bundle: Bundle
+    origin: Literal["directory", "cache", "registry"]
+
+
+def open_source(source: str, cache_dir: Path) -> Opened:
     """The verified bundle ``source`` names, pulled into the cache when it is a reference."""
     if not source.startswith(OCI_PREFIX):
-        return open_bundle(Path(source))
+        return Opened(open_bundle(Path(source)), "directory")
     dest = cache_path(source, cache_dir)
     record = dest.with_name(dest.name + RECORD_SUFFIX)
-    cached = _cached(dest, record)
-    if cached is not None:
-        return cached
-    bundle = pull_bundle(source, dest)
-    _write_atomically(record, bundle.digest + "\n")
-    return bundle
+    with _locked(dest.with_name(dest.name + ".lock")):
+        cached = _cached(dest, record)
+        if cached is not None:
+            return Opened(cached, "cache")
+        bundle = pull_bundle(source, dest)
+        _write_atomically(record, bundle.digest + "\n")
+    return Opened(bundle, "registry")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cached(dest: Path, record: Path) -> Bundle | None:

@@ -296,10 +296,15 @@ def _path_rewrites(container: dict[str, Any], volumes: dict[str, Path],
 
 
 def _rewrite(text: str, rewrites: list[tuple[str, str]]) -> str:
-    for container_path, host_path in rewrites:
-        pattern = rf"(?<![\w./-]){re.escape(container_path)}(?=/|$|[\s\"';:,)=])"
-        text = re.sub(pattern, host_path.replace("\\", "\\\\"), text)
-    return text
+    """Container paths to host paths in one pass (longest container path first), so a
+    host path is never rewritten again by a mount whose path it happens to start with
+    (the pod folders live under /tmp, and pods mount /tmp)."""
+    if not rewrites:
+        return text
+    hosts = dict(rewrites)
+    alternatives = "|".join(re.escape(path) for path, _ in rewrites)
+    pattern = rf"(?<![\w./-])({alternatives})(?=/|$|[\s\"';:,)=])"
+    return re.sub(pattern, lambda match: hosts[match.group(1)], text)
 
 
 def _env(container: dict[str, Any], pod: Mapping[str, Any], lookup: Lookup) -> dict[str, str]:
