@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from tests.support.sandbox import (  # noqa: F401 (session fixtures shared by ev
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_ONNX = ROOT / "examples" / "models" / "tiny_cnn.onnx"
 EXAMPLE_PT2 = ROOT / "examples" / "models" / "tiny_cnn.pt2"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C does, so fixtures tear down
+    and every process the tests started (sandbox, registries, servers) is stopped; left to
+    the default action, SIGTERM ends Python without running teardown or atexit."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def make_mlp_onnx(path: Path, *, batch: int | str = 1, features: int = 16, hidden: int = 8,

@@ -117,6 +117,15 @@ def test_a_mounts_host_path_is_not_rewritten_again_by_a_shorter_mount() -> None:
         "--x", "/tmp/sb/pods/u-1/volumes/tmp/y")
 
 
+def test_lifecycle_hooks_are_refused_not_skipped() -> None:
+    container = {"name": "web", "image": "busybox:1.36", "command": ["sleep", "1"],
+                 "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}}}
+    with pytest.raises(PodSpecError, match=r"lifecycle hooks .*\['web'\].* not simulated") \
+            as caught:
+        plan(pod(container))
+    assert caught.value.reason == "CreateContainerConfigError"
+
+
 QEMU_GUEST = Guest(python=("/usr/bin/qemu-aarch64-static", "-L", "/tmp/a64/sysroot",
                              "/tmp/a64/sysroot/usr/bin/python3.11"),
                    env={"PYTHONPATH": "/tmp/a64/neofleet-src/d:/tmp/a64/site-packages",

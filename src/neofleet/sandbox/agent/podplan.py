@@ -152,6 +152,12 @@ def plan_pod(pod: Mapping[str, Any], folder: Path, host_ports: list[int], lookup
     if spec.get("initContainers"):
         raise PodSpecError("CreateContainerConfigError",
                            "init containers are not simulated by the sandbox node agent")
+    hooked = [c["name"] for c in spec["containers"] if c.get("lifecycle")]
+    if hooked:
+        raise PodSpecError("CreateContainerConfigError",
+                           f"lifecycle hooks (postStart/preStop) of {hooked} are not simulated "
+                           "by the sandbox node agent; neofleet's runtime drains on SIGTERM "
+                           "with --shutdown-delay-seconds instead")
     declared = [int(p["containerPort"]) for c in spec["containers"] for p in c.get("ports", [])]
     if len(host_ports) < len(declared):
         raise PodSpecError("CreateContainerConfigError", "not enough host ports given")
