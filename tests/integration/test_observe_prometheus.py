@@ -4,10 +4,9 @@ real Prometheus scraping real sources:
 - two real `neofleet serve` processes (revisions r1 and r2 of model "cnn" in pool "edge",
   a canary beside its stable) under steady inference traffic, some of it bad requests;
 - the operator's real ``OperatorMetrics`` registry on a prometheus_client HTTP server,
-  recording reconciles (ok and error) and compiles (Succeeded and Failed) as the test runs;
-- a stand-in for kube-state-metrics (``kube_pod_status_ready`` and ``kube_pod_labels``
-  with the runtime pods' labels, as kube-state-metrics exports them with the allowlist the
-  README names), from a prometheus_client registry.
+  recording reconciles (ok and error), compiles (Succeeded and Failed) and an
+  EdgeModelDeployment's status (a canary step, a pool one pod short) as the test runs,
+  scraped with ``honor_labels`` as the chart's ServiceMonitor does.
 
 The scrape targets carry the labels a PodMonitor would give the runtime pods (namespace,
 pod, container="runtime") through file_sd. Dashboard template variables are replaced by
@@ -82,7 +81,8 @@ def _operator_activity(metrics: Any, stop: threading.Event) -> None:
         metrics.observe_reconcile("EdgeModelDeployment", "ok", 0.05)
         metrics.observe_deployment("ml", "cnn", {
             "phase": "Progressing", "canaryRevision": "r2",
-            "rollout": {"revision": "r2", "stepStartTime": "2026-12-01T10:00:00Z"}},
+            "rollout": {"revision": "r2", "stepStartTime": "2026-12-01T10:00:00Z"},
+            "pools": [{"name": "edge", "desired": 2, "stableReady": 1, "canaryReady": 0}]},
             rolled_back=tick == 1)
         if tick % 3 == 0:
             metrics.observe_reconcile("EdgeModelDeployment", "error", 0.3)
@@ -96,38 +96,25 @@ def _operator_activity(metrics: Any, stop: threading.Event) -> None:
 
 
 @pytest.fixture
-def exporters() -> Iterator[tuple[int, int]]:
-    """(operator metrics port, kube-state-metrics stand-in port) on 127.0.0.1."""
-    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+def operator_port() -> Iterator[int]:
+    """The operator's metrics registry served on 127.0.0.1, busy as the test runs."""
+    from prometheus_client import start_http_server
 
     from neofleet.operator.metrics import OperatorMetrics
 
     operator = OperatorMetrics()
-    ksm = CollectorRegistry()
-    ready = Gauge("kube_pod_status_ready", "Pod readiness", ["namespace", "pod", "condition"],
-                  registry=ksm)
-    labels = Gauge("kube_pod_labels", "Pod labels",
-                   ["namespace", "pod", "label_app_kubernetes_io_name",
-                    "label_neofleet_io_edgemodeldeployment", "label_neofleet_io_pool"],
-                   registry=ksm)
-    for pod, is_ready in (("cnn-edge-r1-0", 1), ("cnn-edge-r2-0", 0)):
-        ready.labels("ml", pod, "true").set(is_ready)
-        ready.labels("ml", pod, "false").set(1 - is_ready)
-        labels.labels("ml", pod, "neofleet-runtime", "cnn", "edge").set(1)
-    servers = [start_http_server(0, addr="127.0.0.1", registry=registry)
-               for registry in (operator.registry, ksm)]
+    httpd, thread = start_http_server(0, addr="127.0.0.1", registry=operator.registry)
     stop = threading.Event()
     worker = threading.Thread(target=_operator_activity, args=(operator, stop))
     worker.start()
     try:
-        yield servers[0][0].server_port, servers[1][0].server_port
+        yield httpd.server_port
     finally:
         stop.set()
         worker.join(timeout=10)
-        for httpd, thread in servers:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=10)
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
 
 
 def _has_finite(result: list[dict[str, Any]], label: str | None) -> bool:
@@ -141,22 +128,22 @@ def _has_finite(result: list[dict[str, Any]], label: str | None) -> bool:
 
 def test_every_dashboard_and_alert_expression_returns_data(
         serve: Callable[..., ServedModel], server_bundles: dict[str, Path],
-        exporters: tuple[int, int], tmp_path: Path) -> None:
+        operator_port: int, tmp_path: Path) -> None:
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed (Debian package prometheus)")
     servers = {revision: serve(server_bundles["matmul"], "--name", "cnn", "--revision",
                                revision, "--pool", "edge", "--target", "native")
                for revision in ("r1", "r2")}
-    operator_port, ksm_port = exporters
     groups = [{"targets": [f"127.0.0.1:{server.port}"],
                "labels": {"job": "ml/cnn", "namespace": "ml", "container": "runtime",
                           "pod": f"cnn-edge-{revision}-0"}}
               for revision, server in servers.items()]
-    groups += [{"targets": [f"127.0.0.1:{operator_port}"],
-                "labels": {"job": "neofleet", "namespace": "neofleet-system"}},
-               {"targets": [f"127.0.0.1:{ksm_port}"], "labels": {"job": "kube-state-metrics"}}]
     targets = tmp_path / "targets.json"
     targets.write_text(json.dumps(groups))
+    operator = tmp_path / "operator.json"
+    operator.write_text(json.dumps([{"targets": [f"127.0.0.1:{operator_port}"],
+                                     "labels": {"job": "neofleet",
+                                                "namespace": "neofleet-system"}}]))
 
     queries = dashboard_queries()
     queries.update({f"alert {alert.name} (measure)": (alert.measure, None) for alert in ALERTS})
@@ -167,8 +154,8 @@ def test_every_dashboard_and_alert_expression_returns_data(
         sender.start()
     missing: dict[str, tuple[str, str | None]] = dict(queries)
     try:
-        with PrometheusServer([], file_sd=[targets]) as prom:
-            prom.wait_for(lambda: len(prom.query("up == 1")) == 4 or None, timeout=60)
+        with PrometheusServer([], file_sd=[targets], honored_file_sd=[operator]) as prom:
+            prom.wait_for(lambda: len(prom.query("up == 1")) == 3 or None, timeout=60)
             deadline = time.monotonic() + 90
             while missing and time.monotonic() < deadline:
                 for key, (expr, label) in list(missing.items()):
@@ -179,6 +166,7 @@ def test_every_dashboard_and_alert_expression_returns_data(
             # traffic the rollout (two revisions), compile and reconcile alerts' conditions
             # already hold (their `for:` has not passed)
             holding = {alert.name for alert in ALERTS if prom.query(alert.expr)}
+            pool_pods = prom.query("neofleet_edgemodeldeployment_pool_pods")
             assert not prom.query("up == 0")
     finally:
         stop.set()
@@ -187,6 +175,8 @@ def test_every_dashboard_and_alert_expression_returns_data(
     assert not missing, "no finite sample from:\n" + "\n".join(
         f"{key}: {expr}" for key, (expr, _) in missing.items())
     assert holding == {"NeofleetRolloutStuck", "NeofleetCompileFailed",
-                       "NeofleetOperatorReconcileErrors", "NeofleetRuntimePodNotReady"}
+                       "NeofleetOperatorReconcileErrors", "NeofleetRuntimePodsNotReady"}
+    # honour_labels kept the EdgeModelDeployment's namespace on the operator's series
+    assert {s["metric"]["namespace"] for s in pool_pods} == {"ml"}
     assert set(sent) == {200, 400} and sent.count(200) > 100
     assert len(queries) >= 30

@@ -93,6 +93,7 @@ def test_optional_objects_follow_the_values() -> None:
     assert not kinds & {"ServiceMonitor", "PrometheusRule"}
     full = {d["kind"]: d for d in render(CHART / "examples" / "namespaced.yaml")}
     assert {"ServiceMonitor", "PrometheusRule"} <= set(full)
+    assert full["ServiceMonitor"]["spec"]["endpoints"][0]["honorLabels"] is True
     args = full["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args.count("--namespace") == 2 and "--prometheus-url" in args
     minimal = {d["kind"] for d in render(CHART / "examples" / "minimal.yaml")}

@@ -22,8 +22,8 @@ from neofleet.observe.rules import ALERTS, rule_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / DEFAULT_DIR
-# series that come from Prometheus itself or from kube-state-metrics
-FOREIGN = {"up", "kube_pod_status_ready", "kube_pod_labels"}
+# series that come from Prometheus itself
+FOREIGN = {"up"}
 PROMQL_WORDS = {"sum", "count", "max", "by", "on", "ignoring", "group_left", "rate", "increase",
                 "histogram_quantile", "and", "or", "unless", "time", "offset", "le"}
 
@@ -115,10 +115,33 @@ def _exported() -> set[str]:
     operator.observe_compile("cpu", "Failed", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
     operator.observe_deployment("ns", "m", {"phase": "Progressing", "canaryRevision": "r",
                                             "rollout": {"stepStartTime":
-                                                        "2026-01-01T00:00:00Z"}}, True)
+                                                        "2026-01-01T00:00:00Z"},
+                                            "pools": [{"name": "p", "desired": 2,
+                                                       "stableReady": 1}]}, True)
     server = ServerMetrics(Labels("m", "r", "p", "t"), backend="onnxruntime",
                            bundle_digest="sha256:" + "0" * 64, max_batch=None)
     return names(operator.registry) | names(server.registry)
+
+
+def test_pool_pods_follow_the_status_and_forget_gone_pools() -> None:
+    from neofleet.operator.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+
+    def pods() -> dict[tuple[str, str], float]:
+        return {(s.labels["pool"], s.labels["state"]): s.value
+                for family in metrics.registry.collect() for s in family.samples
+                if s.name == "neofleet_edgemodeldeployment_pool_pods"}
+
+    two = [{"name": "cpu", "desired": 4, "stableReady": 1, "canaryReady": 2},
+           {"name": "edge", "desired": 2, "stableReady": 2}]
+    metrics.observe_deployment("ml", "cnn", {"phase": "Progressing", "pools": two}, False)
+    assert pods() == {("cpu", "desired"): 4, ("cpu", "ready"): 3,
+                      ("edge", "desired"): 2, ("edge", "ready"): 2}
+    metrics.observe_deployment("ml", "cnn", {"phase": "Healthy", "pools": two[1:]}, False)
+    assert set(pods()) == {("edge", "desired"), ("edge", "ready")}
+    metrics.forget_deployment("ml", "cnn")
+    assert pods() == {}
 
 
 def test_every_metric_used_is_exported() -> None:

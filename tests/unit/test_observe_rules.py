@@ -62,10 +62,9 @@ FAST = {"0.025": "0+60x30", "0.25": "0+60x30", "0.5": "0+60x30", "1": "0+60x30",
         "+Inf": "0+60x30"}
 ALERT_LABELS = {"namespace": "ml", "model": "cnn", "pool": "edge"}
 POD = {"namespace": "ml", "pod": "cnn-edge-3f2a-x7k2p"}
-KSM = {"job": "kube-state-metrics", "instance": "10.0.0.7:8080"}
-RUNTIME_POD_LABELS = {"label_app_kubernetes_io_name": "neofleet-runtime",
-                      "label_neofleet_io_edgemodeldeployment": "cnn",
-                      "label_neofleet_io_pool": "edge"}
+POOL_PODS = "neofleet_edgemodeldeployment_pool_pods"
+# the operator's target labels, less `namespace` (honorLabels keeps the series' own)
+OPERATOR_POD = {"job": "neofleet", "instance": "10.0.0.9:9090"}
 COMPILE = "neofleet_compile_duration_seconds"
 EDGE = {**OPERATOR, "target": "edge", "outcome": "Failed"}
 
@@ -94,21 +93,18 @@ CASES = {
                 instance="10.0.0.5:8080"),
          series("up", "0x10", container="sidecar", **POD, job="ml/other",
                 instance="10.0.0.5:9000")], "10m"),
-    "a runtime pod not ready for 15 min fires": Case(
-        "NeofleetRuntimePodNotReady",
-        [series("kube_pod_status_ready", "0x20", condition="true", **POD, **KSM),
-         series("kube_pod_status_ready", "1x20", condition="false", **POD, **KSM),
-         series("kube_pod_labels", "1x20", **POD, **RUNTIME_POD_LABELS, **KSM)], "15m",
-        [{**POD, "label_neofleet_io_edgemodeldeployment": "cnn",
-          "label_neofleet_io_pool": "edge"}]),
-    "a ready runtime pod and a not-ready other pod are quiet": Case(
-        "NeofleetRuntimePodNotReady",
-        [series("kube_pod_status_ready", "1x20", condition="true", **POD, **KSM),
-         series("kube_pod_labels", "1x20", **POD, **RUNTIME_POD_LABELS, **KSM),
-         series("kube_pod_status_ready", "0x20", condition="true", namespace="ml",
-                pod="db-0", **KSM),
-         series("kube_pod_labels", "1x20", namespace="ml", pod="db-0",
-                label_app_kubernetes_io_name="postgres", **KSM)], "15m"),
+    "a pool one pod short for 15 min fires": Case(
+        "NeofleetRuntimePodsNotReady",
+        [series(POOL_PODS, "2x20", state="desired", **EMD, pool="edge", **OPERATOR_POD),
+         series(POOL_PODS, "1x20", state="ready", **EMD, pool="edge", **OPERATOR_POD)],
+        "15m", [{**EMD, "pool": "edge"}], "1"),
+    "a full pool, and a short dip, are quiet": Case(
+        "NeofleetRuntimePodsNotReady",
+        [series(POOL_PODS, "2x20", state="desired", **EMD, pool="edge", **OPERATOR_POD),
+         series(POOL_PODS, "2x20", state="ready", **EMD, pool="edge", **OPERATOR_POD),
+         series(POOL_PODS, "4x20", state="desired", **EMD, pool="cpu", **OPERATOR_POD),
+         series(POOL_PODS, "4x10 3x5 4x5", state="ready", **EMD, pool="cpu",
+                **OPERATOR_POD)], "15m"),
     "a canary step over an hour old fires": Case(
         "NeofleetRolloutStuck",
         [series("neofleet_rollout_step_started_timestamp_seconds", "0x90", **EMD),

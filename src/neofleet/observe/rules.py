@@ -12,10 +12,9 @@ Signals and their sources:
 - compile failures and reconcile errors: the operator's registry;
 - runtime targets down: ``up`` of the targets a PodMonitor makes for the operator's runtime
   pods (``container="runtime"``);
-- runtime pods not ready: kube-state-metrics (``kube_pod_status_ready``, and
-  ``kube_pod_labels`` carrying the pods' labels: run it with
-  ``--metric-labels-allowlist=pods=[app.kubernetes.io/name,neofleet.io/edgemodeldeployment,neofleet.io/pool]``);
-  without it that alert never fires.
+- runtime pods not ready: the operator's ``neofleet_edgemodeldeployment_pool_pods``
+  (desired and ready pods per pool, from the workloads it watches), so it needs no
+  kube-state-metrics; the chart's ServiceMonitor honours the series' own ``namespace``.
 
 A rollout has no series of its own yet (the operator exports none): "stuck" is read from
 the runtime, as more than one revision serving one pool for an hour.
@@ -77,10 +76,9 @@ _COMPILE_FAILURES = (
     "sum by (namespace, target) (\n"
     f"    (increase({_FAILED}[{COMPILE_WINDOW}]) > 0)\n"
     f"    or ({_FAILED} and (time() - {_FAILED_CREATED} < {COMPILE_WINDOW_S}))\n  )")
-_READY = 'kube_pod_status_ready{condition="true"}'
-_RUNTIME_PODS = ("max by (namespace, pod, label_neofleet_io_edgemodeldeployment, "
-                 "label_neofleet_io_pool) (\n"
-                 f'      kube_pod_labels{{label_app_kubernetes_io_name="{q.RUNTIME_APP}"}}\n    )')
+_POOL_PODS = "neofleet_edgemodeldeployment_pool_pods"
+_NOT_READY = (f'max by (namespace, name, pool) ({_POOL_PODS}{{state="desired"}})\n'
+              f'  - max by (namespace, name, pool) ({_POOL_PODS}{{state="ready"}})')
 
 RUNTIME = (
     Alert("NeofleetHighP99Latency", _P99, f"> {P99_SECONDS}", "10m", "warning",
@@ -103,15 +101,14 @@ RUNTIME = (
           "Prometheus has not reached /metrics of {{ $labels.instance }} for 5 minutes: "
           "the server crashed or is restarting (a bundle that cannot be pulled, verified or "
           "loaded exits 1 with its reason in the log)."),
-    Alert("NeofleetRuntimePodNotReady",
-          f"max by (namespace, pod) ({_READY})\n"
-          "    * on (namespace, pod) group_left (label_neofleet_io_edgemodeldeployment, "
-          f"label_neofleet_io_pool)\n    {_RUNTIME_PODS}", "== 0", "10m", "warning",
-          "runtime pod {{ $labels.namespace }}/{{ $labels.pod }} is not ready",
-          "The pod of EdgeModelDeployment {{ $labels.label_neofleet_io_edgemodeldeployment }} "
-          "(pool {{ $labels.label_neofleet_io_pool }}) has not been ready for 10 minutes: "
-          "still pulling or loading its bundle, or failing its GPU verification. Needs "
-          "kube-state-metrics with the pods' neofleet labels allowed."),
+    Alert("NeofleetRuntimePodsNotReady", _NOT_READY, "> 0", "10m", "warning",
+          "{{ $value }} runtime pod(s) of {{ $labels.namespace }}/{{ $labels.name }} in pool "
+          "{{ $labels.pool }} not ready",
+          "Fewer runtime pods of the pool have been ready than it should run for 10 "
+          "minutes: pods still pulling or loading their bundle, failing its verification "
+          "(a GPU bundle's first run), crashing, or nodes gone. `kubectl get pods -l "
+          "neofleet.io/edgemodeldeployment={{ $labels.name }},neofleet.io/pool="
+          "{{ $labels.pool }} -n {{ $labels.namespace }}` shows which."),
 )
 ROLLOUTS = (
     Alert("NeofleetRolloutStuck", _STEP_AGE, "> 3600", "5m", "warning",

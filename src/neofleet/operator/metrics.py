@@ -44,6 +44,11 @@ class OperatorMetrics:
             registry=self.registry)
         self.rollbacks = Counter(
             "neofleet_rollbacks", "Rollouts rolled back", deployment, registry=self.registry)
+        self.pool_pods = Gauge(
+            "neofleet_edgemodeldeployment_pool_pods",
+            "Runtime pods of a pool: state=desired, and state=ready (stable and canary)",
+            [*deployment, "pool", "state"], registry=self.registry)
+        self._pools: dict[tuple[str, str], set[str]] = {}
 
     def observe_deployment(self, namespace: str, name: str, status: dict[str, object],
                            rolled_back: bool) -> None:
@@ -60,12 +65,30 @@ class OperatorMetrics:
             self._remove(self.rollout_step_started, namespace, name)
         if rolled_back:
             self.rollbacks.labels(namespace, name).inc()
+        self._observe_pools(namespace, name, status.get("pools"))
+
+    def _observe_pools(self, namespace: str, name: str, pools: object) -> None:
+        rows = [p for p in pools if isinstance(p, dict)] if isinstance(pools, list) else []
+        seen = set()
+        for row in rows:
+            pool = str(row.get("name"))
+            seen.add(pool)
+            ready = int(row.get("stableReady") or 0) + int(row.get("canaryReady") or 0)
+            self.pool_pods.labels(namespace, name, pool, "desired").set(
+                int(row.get("desired") or 0))
+            self.pool_pods.labels(namespace, name, pool, "ready").set(ready)
+        for gone in self._pools.get((namespace, name), set()) - seen:
+            for state in ("desired", "ready"):
+                self._remove(self.pool_pods, namespace, name, gone, state)
+        self._pools[(namespace, name)] = seen
 
     def forget_deployment(self, namespace: str, name: str) -> None:
         for each in PHASES:
             self._remove(self.deployment_phase, namespace, name, each)
         for gauge in (self.rollout_step_started, self.rollout_paused):
             self._remove(gauge, namespace, name)
+        self._observe_pools(namespace, name, [])
+        self._pools.pop((namespace, name), None)
 
     @staticmethod
     def _remove(metric: Gauge, *labels: str) -> None:

@@ -27,17 +27,25 @@ BINARY = "/usr/bin/prometheus"
 T = TypeVar("T")
 
 
-def _config(targets: list[str], job: str, interval: str, file_sd: Sequence[Path]) -> str:
+def _config(targets: list[str], job: str, interval: str, file_sd: Sequence[Path],
+            honored_file_sd: Sequence[Path] = ()) -> str:
     scrape: dict[str, Any] = {"job_name": job, "metrics_path": "/metrics"}
     if targets or not file_sd:
         scrape["static_configs"] = [{"targets": list(targets)}]
     if file_sd:
-        scrape["file_sd_configs"] = [{"files": [str(path) for path in file_sd],
-                                      "refresh_interval": "1s"}]
+        scrape["file_sd_configs"] = [_file_sd(file_sd)]
+    scrapes = [scrape]
+    if honored_file_sd:     # a series' own labels win over its target's, as honorLabels
+        scrapes.append({"job_name": f"{job}-honor-labels", "metrics_path": "/metrics",
+                        "honor_labels": True, "file_sd_configs": [_file_sd(honored_file_sd)]})
     doc = {"global": {"scrape_interval": interval, "scrape_timeout": interval,
                       "evaluation_interval": interval},
-           "scrape_configs": [scrape]}
+           "scrape_configs": scrapes}
     return json.dumps(doc, indent=2)  # JSON is YAML
+
+
+def _file_sd(paths: Sequence[Path]) -> dict[str, Any]:
+    return {"files": [str(path) for path in paths], "refresh_interval": "1s"}
 
 
 def prometheus_binary() -> str | None:
@@ -46,7 +54,9 @@ def prometheus_binary() -> str | None:
 
 class PrometheusServer(LocalServer):
     """``prometheus`` on a free 127.0.0.1 port scraping ``targets`` (host:port) and the
-    targets of the ``file_sd`` files (JSON or YAML; the name must end in .json/.yml/.yaml)."""
+    targets of the ``file_sd`` files (JSON or YAML; the name must end in .json/.yml/.yaml),
+    and those of ``honored_file_sd`` with ``honor_labels`` (as a PodMonitor or
+    ServiceMonitor with ``honorLabels: true``)."""
 
     NAME = "prometheus"
     READY_PATH = "/-/ready"
@@ -54,14 +64,14 @@ class PrometheusServer(LocalServer):
 
     def __init__(self, targets: list[str], *, job: str = "neofleet", interval: str = "1s",
                  start_timeout: float = 30.0, attempts: int = 3,
-                 file_sd: Sequence[Path] = ()) -> None:
+                 file_sd: Sequence[Path] = (), honored_file_sd: Sequence[Path] = ()) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
         super().__init__()
         self._binary = binary
         self._config = self._dir / "prometheus.yml"
-        self._config.write_text(_config(targets, job, interval, file_sd))
+        self._config.write_text(_config(targets, job, interval, file_sd, honored_file_sd))
         self._start_with_retries(start_timeout, attempts)
 
     def _argv(self) -> list[str]:
