@@ -139,6 +139,14 @@ def _rollout() -> RowSpec:
                   "NeofleetRolloutStuck).", "short",
                   [Query(q.aggregate("count", [*by, "target"], f"{q.MODEL_INFO}{_sel()}"),
                          "{{model}} / {{pool}} {{revision}} ({{target}})")], stacked=True),
+        PanelSpec("Pool pods: ready vs desired",
+                  "From the operator: the runtime pods each pool should run and those ready "
+                  "(stable and canary); a gap for 10 minutes is NeofleetRuntimePodsNotReady.",
+                  "short",
+                  [Query(q.aggregate("max", ["name", "pool", "state"],
+                                     f'{q.POOL_PODS}{{namespace=~"$namespace", '
+                                     f'name=~"$model", pool=~"$pool"}}'),
+                         "{{name}} / {{pool}} {{state}}")]),
     ))
 
 

@@ -22,6 +22,7 @@ MODEL_INFO = "neofleet_model_info"
 RECONCILES = "neofleet_operator_reconciles_total"
 RECONCILE_DURATION = "neofleet_operator_reconcile_duration_seconds"
 COMPILE_DURATION = "neofleet_compile_duration_seconds"
+POOL_PODS = "neofleet_edgemodeldeployment_pool_pods"     # state="desired" | "ready"
 
 # `status` values that are the server's fault: the canary analysis' error ratio uses the
 # same set (neofleet.operator.planning.analysis.ERRORS); client_error is the caller's

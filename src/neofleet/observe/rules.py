@@ -76,9 +76,8 @@ _COMPILE_FAILURES = (
     "sum by (namespace, target) (\n"
     f"    (increase({_FAILED}[{COMPILE_WINDOW}]) > 0)\n"
     f"    or ({_FAILED} and (time() - {_FAILED_CREATED} < {COMPILE_WINDOW_S}))\n  )")
-_POOL_PODS = "neofleet_edgemodeldeployment_pool_pods"
-_NOT_READY = (f'max by (namespace, name, pool) ({_POOL_PODS}{{state="desired"}})\n'
-              f'  - max by (namespace, name, pool) ({_POOL_PODS}{{state="ready"}})')
+_NOT_READY = (f'max by (namespace, name, pool) ({q.POOL_PODS}{{state="desired"}})\n'
+              f'  - max by (namespace, name, pool) ({q.POOL_PODS}{{state="ready"}})')
 
 RUNTIME = (
     Alert("NeofleetHighP99Latency", _P99, f"> {P99_SECONDS}", "10m", "warning",
