@@ -34,6 +34,11 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``runs_last`` (the RBAC audit) go after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
 def make_mlp_onnx(path: Path, *, batch: int | str = 1, features: int = 16, hidden: int = 8,
                   seed: int = 0, input_name: str = "x") -> Path:
     """A two-layer MLP (MatMul+Add+Relu, MatMul) as an ONNX file; ``batch`` may be symbolic."""

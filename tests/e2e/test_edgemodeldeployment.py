@@ -131,6 +131,49 @@ def test_three_pools_get_the_bundle_that_fits_and_serve_it(
         "neofleet.io/edgemodeldeployment": "three"}
 
 
+def test_a_daemonset_pool_rolls_to_a_new_revision_and_the_old_one_goes(
+        kube_api: Any, namespace: str, registry: Any, operator_process: Any,
+        tmp_path: Path) -> None:
+    """A Rolling update, pool after pool, of a DaemonSet pool and then a Deployment pool: the
+    new revision's DaemonSet runs beside the stable one on every node, the stable one is
+    parked while the next pool rolls, and both old workloads are deleted at the end."""
+    from kubernetes import client
+
+    pools = [{"name": "cpu", "nodeSelector": {"neofleet.io/pool": "cpu-amd64"},
+              "mode": "DaemonSet"},
+             {"name": "more", "nodeSelector": {"neofleet.io/pool": "cpu-amd64"},
+              "replicas": 1}]
+    first = push(tmp_path, registry, "ds-v1", linear_onnx(1.0))
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL,
+        emd("ds", [{"target": "x86_64-avx512", "uri": first}], pools))
+    wait_until(lambda: status_of(kube_api, namespace, "ds").get("phase") == "Healthy",
+               "the first revision to be Healthy", 240)
+    stable = status_of(kube_api, namespace, "ds")["stableRevision"]
+    second = push(tmp_path, registry, "ds-v2", linear_onnx(2.0))
+    _patch_artifact(kube_api, namespace, "ds", second,
+                    {"strategy": "Rolling", "poolOrder": "Sequential"})
+    wait_until(lambda: (s := status_of(kube_api, namespace, "ds")).get("stableRevision")
+               not in (None, stable) and s.get("phase") == "Healthy",
+               "the new revision to be Healthy", 240)
+    revision = status_of(kube_api, namespace, "ds")["stableRevision"]
+    apps = client.AppsV1Api(kube_api)
+    left = wait_until(lambda: [d.metadata.name for d in apps.list_namespaced_daemon_set(
+        namespace, label_selector="neofleet.io/edgemodeldeployment=ds").items] == [
+        f"ds-cpu-{revision}"] or None, "only the new revision's DaemonSet", 60)
+    assert left and [d.metadata.name for d in apps.list_namespaced_deployment(
+        namespace, label_selector="neofleet.io/edgemodeldeployment=ds").items] == [
+        f"ds-more-{revision}"]
+    pods = wait_until(lambda: len(p := ready_pods(
+        kube_api, namespace, f"neofleet.io/edgemodeldeployment=ds,neofleet.io/revision="
+        f"{revision}")) == 3 and p, "a new pod on each node, and the Deployment's", 120)
+    expected = np.array(BODY["inputs"][0]["data"], np.float32) @ \
+        (np.arange(8, dtype=np.float32).reshape(4, 2) * 2.0)
+    for pod in pods:
+        assert infer(pod, "ds")["outputs"][0]["data"] == pytest.approx(expected.tolist(),
+                                                                       rel=1e-4)
+
+
 def test_a_pool_without_a_fitting_bundle_says_which_targets_would_fit(
         kube_api: Any, namespace: str, registry: Any, operator_process: Any,
         tmp_path: Path) -> None:

@@ -248,7 +248,11 @@ def test_the_operator_kubeconfig_has_only_the_rbac_granted(
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    operator = core(config.new_client_from_config(str(sandbox_cluster.operator_kubeconfig)))
+    from tests.support.audit import PROBE_AGENT
+
+    probe = config.new_client_from_config(str(sandbox_cluster.operator_kubeconfig))
+    probe.user_agent = PROBE_AGENT              # not the operator's (tests/e2e audit)
+    operator = core(probe)
     with pytest.raises(ApiException) as caught:
         operator.list_namespaced_config_map(namespace)
     assert caught.value.status == 403 and "neofleet-operator" in caught.value.body

@@ -1,5 +1,7 @@
 """Exactly the permissions the operator uses (no wildcards); the Helm chart grants these,
-and the e2e tests run the operator as a ServiceAccount bound to nothing else."""
+and the e2e tests run the operator as a ServiceAccount bound to nothing else. The e2e tier
+ends with an audit (``tests/e2e/test_rbac_audit.py``): the API server's audit log of that
+account must show every permission granted here used, and none refused."""
 
 from __future__ import annotations
 
@@ -11,20 +13,19 @@ from neofleet.api import GROUP
 ACCOUNT, NAMESPACE = "neofleet-operator", "neofleet-system"
 RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["compilationjobs"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["compilationjobs/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [GROUP], "resources": ["compilationjobs/status"], "verbs": ["patch"]},
     {"apiGroups": ["batch"], "resources": ["jobs"],
-     "verbs": ["get", "list", "watch", "create", "delete"]},
+     "verbs": ["list", "watch", "create", "delete"]},
     {"apiGroups": [GROUP], "resources": ["edgemodeldeployments"],
      "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["edgemodeldeployments/status"],
-     "verbs": ["get", "patch"]},
+    {"apiGroups": [GROUP], "resources": ["edgemodeldeployments/status"], "verbs": ["patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
     # only used when the Prometheus Operator's PodMonitor CRD is installed
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf watches CRDs to notice resources appearing and going (read-only)
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],

@@ -53,6 +53,11 @@ class Sandbox:
     def operator_kubeconfig(self) -> Path:
         return self.folder / "operator.kubeconfig"
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log of the operator ServiceAccount's requests (JSON lines)."""
+        return self.folder / "logs" / "audit.log"
+
     def save(self) -> None:
         data = {"server": self.server, "components": [asdict(c) for c in self.components],
                 "timings_s": self.timings_s}
@@ -174,11 +179,26 @@ def _start_apiserver(sandbox: Sandbox, binaries: Path, pki: Pki, etcd: int, port
             "--authorization-mode=RBAC", "--endpoint-reconciler-type=none",
             # GPU pods tolerate the GPU pool's taint, as on GKE and with the NVIDIA operator
             "--enable-admission-plugins=ExtendedResourceToleration",
-            "--profiling=false"]
+            "--profiling=false",
+            # every request of the operator's ServiceAccount, so tests can compare the
+            # permissions it used with those its RBAC grants
+            f"--audit-policy-file={_audit_policy(sandbox)}",
+            f"--audit-log-path={sandbox.audit_log}", "--audit-log-format=json",
+            "--audit-log-maxbackup=1"]
     process = _launch(sandbox, "kube-apiserver", argv, port, logs)
     context = _admin_context(pki)
     processes.wait_for(lambda: processes.https_ok(f"{sandbox.server}/readyz", context),
                        "kube-apiserver", 60, logs / "kube-apiserver.log", process)
+
+
+def _audit_policy(sandbox: Sandbox) -> Path:
+    account = f"system:serviceaccount:{kube.OPERATOR_NAMESPACE}:{kube.OPERATOR_ACCOUNT}"
+    policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+              "omitStages": ["RequestReceived"],
+              "rules": [{"level": "Metadata", "users": [account]}, {"level": "None"}]}
+    path = sandbox.folder / "audit-policy.json"
+    path.write_text(json.dumps(policy))
+    return path
 
 
 def _admin_context(pki: Pki) -> ssl.SSLContext:
