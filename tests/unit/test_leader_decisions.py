@@ -9,7 +9,7 @@ from neofleet.operator.main import lease_config
 
 
 def record(holder: str | None, duration: int = 15) -> LeaseRecord:
-    return LeaseRecord(holder, duration, "2026-12-01T10:00:00.000000Z", 3, "42")
+    return LeaseRecord(holder, duration, 3, "42")
 
 
 def test_a_lease_is_created_renewed_taken_when_stale_or_free_and_otherwise_waited_for() -> None:

@@ -209,7 +209,6 @@ class Kube:
         spec = lease.get("spec") or {}
         return LeaseRecord(holder=spec.get("holderIdentity") or None,
                            duration_s=int(spec.get("leaseDurationSeconds") or 15),
-                           renew_time=spec.get("renewTime"),
                            transitions=int(spec.get("leaseTransitions") or 0),
                            resource_version=lease["metadata"]["resourceVersion"])
 

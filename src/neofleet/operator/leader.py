@@ -50,7 +50,6 @@ class LeaseConfig:
 class LeaseRecord:
     holder: str | None
     duration_s: int
-    renew_time: str | None
     transitions: int
     resource_version: str
 
@@ -70,9 +69,9 @@ def decide(record: LeaseRecord | None, identity: str, unchanged_for_s: float) ->
     return "wait"
 
 
-def micro_time(now: datetime | None = None) -> str:
-    """A MicroTime as the API server writes it (RFC 3339, six fractional digits)."""
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def micro_time() -> str:
+    """Now as a MicroTime, as the API server writes it (RFC 3339, six fractional digits)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaseApi(Protocol):
@@ -164,7 +163,6 @@ class LeaderElector:
             self._thread.join(timeout=self.config.retry_period_s + 5)
         if not self.leading.is_set() or self.lost.is_set():
             return
-        record = self._seen[0]
         try:
             current = self.api.get_lease(self.config.namespace, self.config.name)
             if current is not None and current.holder == self.config.identity:
@@ -174,5 +172,5 @@ class LeaderElector:
                                      current.resource_version)
         except LeaderElectionError as exc:
             LOG.warning("could not release the lease (%s); it expires in %s s", exc,
-                        record.duration_s if record else self.config.lease_duration_s)
+                        self.config.lease_duration_s)
         self.leading.clear()
