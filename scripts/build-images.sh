@@ -13,8 +13,8 @@
 #      applied, docs/man/locales stripped) once, cached as a tarball under
 #      ~/.cache/neofleet/images/, and imports it as localhost/neofleet-base:bookworm-<recipe>;
 #   3. builds neofleet's wheel from the working tree and downloads the wheels of each extra
-#      (runtime, compiler, operator) on the host, pinned to the versions in .venv
-#      (`pip freeze` as constraints), binary wheels wherever they exist;
+#      (runtime, compiler, operator) on the host, pinned to requirements.lock (the versions
+#      the tests ran with, as pip constraints), binary wheels wherever they exist;
 #   4. builds localhost/neofleet-{runtime,compiler,operator}:${NEOFLEET_IMAGE_TAG:-dev} with
 #      `buildah build --isolation chroot --pull=never --layers` (overlay storage);
 #   5. prints a table of image sizes, and last a JSON line {"images": {...}} on stdout.
@@ -156,9 +156,8 @@ neofleet_wheel() {  # sets NEOFLEET_WHEEL_DIR: a folder holding neofleet's wheel
   find "$CACHE/wheels" -mindepth 1 -maxdepth 1 -name 'neofleet-*' ! -path "$dir" -exec rm -rf {} +
 }
 
-constraints() {  # the versions in .venv: images run what the tests ran
-  pip freeze --exclude-editable 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==[^ ]+$' \
-    | grep -viE '^neofleet==' >"$CACHE/constraints.txt"
+constraints() {  # requirements.lock: images run what the tests ran
+  grep -E '^[A-Za-z0-9_.-]+==[^ ]+$' "$ROOT/requirements.lock" >"$CACHE/constraints.txt"
 }
 
 extra_wheels() {  # $1: extra; sets EXTRA_DIR: the third-party wheels neofleet[$1] needs

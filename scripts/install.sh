@@ -23,28 +23,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  echo "install: creating .venv with $($PYTHON --version)" >&2
-  "$PYTHON" -m venv .venv
-fi
-stamp=".venv/.neofleet-install-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  echo "install: pip install -e .[dev]" >&2
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c "import neofleet, tvm, onnxruntime, torch" >/dev/null
-  rm -f .venv/.neofleet-install-*
-  touch "$stamp"
-fi
+quiet() { "$@" 2> >(grep -v '^WARNING: Location' >&2); }  # keeps the command's exit status
 
+# venv_from_lock VENV LOCK WHAT... : VENV gets exactly LOCK's versions of WHAT (pip
+# constraints); a stamp named after the lock's and pyproject.toml's digest makes it a no-op
+# until either changes. scripts/lock.sh refreshes the locks (a deliberate, tested commit).
+venv_from_lock() {
+  local venv=$1 lock=$2 stamp
+  shift 2
+  stamp="$venv/.neofleet-install-$(cat pyproject.toml "$lock" | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return
+  [ -x "$venv/bin/python" ] || { echo "install: creating $venv with $($PYTHON --version)" >&2
+                                 "$PYTHON" -m venv "$venv"; }
+  echo "install: $venv: pip install -c $lock $*" >&2
+  quiet "$venv/bin/python" -m pip install -q --upgrade pip
+  quiet "$venv/bin/python" -m pip install -q -c "$lock" "$@"
+  rm -f "$venv"/.neofleet-install-*
+  touch "$stamp"
+}
+
+venv_from_lock .venv requirements.lock -e ".[dev]"
+.venv/bin/python -c "import neofleet, tvm, onnxruntime, torch" >/dev/null
 # moto's S3 server for the s3:// model tests, in its own interpreter: botocore pins
 # python-dateutil<3, which the kubernetes client in .venv cannot share.
-if ! "$PYTHON" -c "import moto.server" >/dev/null 2>&1 && [ ! -x .venv-moto/bin/python ]; then
-  echo "install: creating .venv-moto with moto[server]" >&2
-  "$PYTHON" -m venv .venv-moto
-  .venv-moto/bin/python -m pip install -q "moto[server]==5.2.1" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv-moto/bin/python -c "import moto.server" >/dev/null
-fi
+venv_from_lock .venv-moto requirements-moto.lock "moto[server]"
+.venv-moto/bin/python -c "import moto.server" >/dev/null
 
 PIP=".venv/bin/python -m pip" bash scripts/setup-aarch64-python.sh
 echo "install: done" >&2

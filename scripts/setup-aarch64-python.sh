@@ -40,31 +40,45 @@ DEBS=(
   libexpat1 zlib1g libffi8 libssl3 libbz2-1.0 liblzma5 libsqlite3-0 libuuid1
   libncursesw6 libtinfo6 libreadline8 libdb5.3 libcrypt1
 )
-# Keep in step with the compiler's versions (pyproject.toml, notes/compilers.md): the TVM
-# runtime and tvm-ffi must match the compiler that built the bundle.
-WHEELS=(
-  numpy==2.4.6
-  pydantic==2.14.4 pydantic-core==2.50.5 typing-extensions==4.16.0
-  annotated-types==0.8.0 typing-inspection==0.4.5
-  apache-tvm-ffi==0.1.14.post1
-  onnxruntime==1.32.0 flatbuffers==25.12.19 packaging==26.3 protobuf==7.36.2
+# The wheels, by name; their versions come from requirements.lock (the versions the tests
+# ran on the host), so the TVM runtime and tvm-ffi match the compiler that built a bundle
+# and what runs under qemu is what was tested.
+WHEEL_NAMES=(
+  numpy pydantic pydantic-core typing-extensions annotated-types typing-inspection
+  apache-tvm-ffi onnxruntime flatbuffers packaging protobuf
 )
 # What `neofleet serve` imports (the sandbox agent runs arm64 nodes' neofleet pods on this
 # Python): the CLI (click), the HTTP server (starlette, anyio, idna; plain uvicorn with h11:
 # `serve` asks for loop/http "auto", and without uvloop/httptools that is asyncio + h11),
 # /metrics, orjson, and oras for `oci://` sources with what it imports when it pulls
-# (requests and its deps, jsonschema and its deps). Pinned to the versions in the
-# repository's .venv (tests/unit/test_sandbox_agent.py checks that they stay equal).
-SERVE_WHEELS=(
-  click==8.5.1
-  starlette==1.10.0 anyio==4.16.0 idna==3.20 uvicorn==0.54.0 h11==0.16.0
-  prometheus-client==0.26.0 orjson==3.13.0
-  oras==0.2.43 requests==2.34.2 urllib3==2.8.0 certifi==2026.10.19.post1
-  charset-normalizer==3.5.3
-  jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
-  rpds-py==2026.9.1 attrs==26.1.0
+# (requests and its deps, jsonschema and its deps).
+SERVE_WHEEL_NAMES=(
+  click starlette anyio idna uvicorn h11 prometheus-client orjson
+  oras requests urllib3 certifi charset-normalizer
+  jsonschema jsonschema-specifications referencing rpds-py attrs
 )
-TVM_WHEEL=apache-tvm==0.27.0.post1
+LOCK=${NEOFLEET_LOCK:-$ROOT/requirements.lock}
+
+pin() {  # NAME -> NAME==VERSION from the lock (names compared as PEP 503 normalises them)
+  local want line
+  want=$(printf '%s' "$1" | tr 'A-Z_.' 'a-z--')
+  while IFS= read -r line; do
+    case $line in \#*|'') continue ;; esac
+    if [ "$(printf '%s' "${line%%==*}" | tr 'A-Z_.' 'a-z--')" = "$want" ]; then
+      printf '%s==%s\n' "$1" "${line#*==}"
+      return
+    fi
+  done <"$LOCK"
+  printf '[setup-aarch64-python] error: %s is not in %s (scripts/lock.sh)\n' "$1" "$LOCK" >&2
+  return 1
+}
+pins() { local name; for name in "$@"; do pin "$name" || exit 1; done; }
+[ -r "$LOCK" ] || { echo "[setup-aarch64-python] error: no lock file $LOCK" >&2; exit 1; }
+mapfile -t WHEELS < <(pins "${WHEEL_NAMES[@]}")
+mapfile -t SERVE_WHEELS < <(pins "${SERVE_WHEEL_NAMES[@]}")
+TVM_WHEEL=$(pin apache-tvm)
+[ "${#WHEELS[@]}" -eq "${#WHEEL_NAMES[@]}" ] && [ "${#SERVE_WHEELS[@]}" -eq "${#SERVE_WHEEL_NAMES[@]}" ] \
+  && [ -n "$TVM_WHEEL" ] || exit 1
 PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_24_aarch64
            manylinux_2_27_aarch64 manylinux_2_28_aarch64)
 

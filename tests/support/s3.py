@@ -8,8 +8,8 @@ SigV4 signature and answers 403 to wrong or missing ones.
 
 moto runs in its own interpreter (``python3 -m moto.server``): botocore pins
 ``python-dateutil<3``, which the kubernetes client in the project venv cannot share.
-``scripts/install.sh`` makes sure one exists (``.venv-moto`` when the system python3
-lacks moto).
+``scripts/install.sh`` makes one, ``.venv-moto``, with the versions in
+``requirements-moto.lock``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ workload the plan asks for becomes ready at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from neofleet.api.edgemodeldeployment import EdgeModelDeploymentSpec, Measurement
@@ -291,3 +292,37 @@ def test_a_bundle_not_verified_on_hardware_runs_on_one_pod_first() -> None:
                              World(found, nodes, ready, {}, "2026-12-01T10:00:05Z"))
     assert {d.pool.name: (d.replicas, d.nodes) for d in second.apply} == {
         "cpu": (4, None), "edge": (None, None)}
+
+
+def test_the_crd_states_the_default_analysis_the_planner_applies() -> None:
+    """The CRD's description of the default metrics is written from the constants the
+    planner measures with; check both the text and the behaviour at the stated limits."""
+    import re
+
+    import yaml
+
+    from neofleet.api.edgemodeldeployment import (
+        DEFAULT_ERROR_RATIO,
+        DEFAULT_P99_FACTOR,
+        DEFAULT_P99_SLACK_S,
+    )
+
+    repo = Path(__file__).resolve().parents[2]
+    crd = yaml.safe_load((repo / "crds" / "edgemodeldeployments.neofleet.io.yaml").read_text())
+    text = yaml.safe_dump(crd)
+    said = re.findall(r"p99-latency \(fails above ([0-9.]+)x the stable revision's p99, "
+                      r"never below the stable's \+ ([0-9.]+) ms\) and error-ratio "
+                      r"\(fails above ([0-9.]+)%\)", " ".join(text.split()))
+    assert said, "the CRD no longer describes the default metrics"
+    for factor, slack_ms, ratio_pct in said:
+        assert float(factor) == DEFAULT_P99_FACTOR
+        assert float(slack_ms) / 1000 == DEFAULT_P99_SLACK_S
+        assert float(ratio_pct) / 100 == DEFAULT_ERROR_RATIO
+    s = spec(strategy="Canary", steps=[{"analysis": {}}])
+    (p99, errors) = queries(s.rollout.steps[0].analysis, "m", "c1", "s1")
+    stable = 0.100                                       # well above the slack
+    assert evaluate(p99, stable * DEFAULT_P99_FACTOR, stable, "t").ok
+    assert not evaluate(p99, stable * DEFAULT_P99_FACTOR * 1.01, stable, "t").ok
+    assert evaluate(p99, DEFAULT_P99_SLACK_S, 0.0001, "t").ok       # the slack floor
+    assert evaluate(errors, DEFAULT_ERROR_RATIO, None, "t").ok
+    assert not evaluate(errors, DEFAULT_ERROR_RATIO * 1.01, None, "t").ok

@@ -19,6 +19,15 @@ PHASES = ("Progressing", "Paused", "Healthy", "Degraded", "RolledBack")
 PROMOTE_ANNOTATION = "neofleet.io/promote"     # value "full" skips every remaining step
 ABORT_ANNOTATION = "neofleet.io/abort"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
+# The default canary analysis (the planner measures exactly these; the CRD's description
+# is written from them, so the two cannot disagree).
+DEFAULT_P99_FACTOR = 2.0        # canary p99 at most this many times the stable revision's
+DEFAULT_P99_SLACK_S = 0.005     # ... and always allowed this much above it
+DEFAULT_ERROR_RATIO = 0.01      # server-side failures over answered requests
+DEFAULT_METRICS_DESCRIPTION = (
+    f"default: p99-latency (fails above {DEFAULT_P99_FACTOR:g}x the stable revision's p99, "
+    f"never below the stable's + {DEFAULT_P99_SLACK_S * 1000:g} ms) and error-ratio "
+    f"(fails above {DEFAULT_ERROR_RATIO:.0%})")
 
 
 class CompilationJobRef(ApiModel):
@@ -78,8 +87,8 @@ class Metric(ApiModel):
 class Analysis(ApiModel):
     prometheus: str | None = Field(default=None, pattern=r"^https?://\S+$", description=(
         "Prometheus base URL; default: the operator's --prometheus-url"))
-    metrics: list[Metric] = Field(default_factory=list, max_length=16, description=(
-        "default: p99-latency (at most 1.5x the stable revision's) and error-ratio (<= 1%)"))
+    metrics: list[Metric] = Field(default_factory=list, max_length=16,
+                                  description=DEFAULT_METRICS_DESCRIPTION)
     interval: str = Field(default="30s", pattern=DURATION)
     window: str = Field(default="1m", pattern=DURATION,
                         description="the rate() window of the default queries")

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from neofleet.api.edgemodeldeployment import Analysis, Measurement, Metric
+from neofleet.api.edgemodeldeployment import (
+    DEFAULT_ERROR_RATIO,
+    DEFAULT_P99_FACTOR,
+    DEFAULT_P99_SLACK_S,
+    Analysis,
+    Measurement,
+    Metric,
+)
 
 P99 = ('histogram_quantile(0.99, sum by (le) (rate(neofleet_inference_request_duration_'
        'seconds_bucket{model="$MODEL",revision="$REVISION"}[$WINDOW])))')
@@ -32,9 +39,9 @@ ERRORS = ('(sum(rate(neofleet_inference_requests_total{model="$MODEL",revision="
           'status=~"server_error|unavailable|overloaded"}[$WINDOW])) or vector(0)) / '
           'sum(rate(neofleet_inference_requests_total{model="$MODEL",'
           'revision="$REVISION"}[$WINDOW]))')
-P99_SLACK_S = 0.005
-DEFAULT_METRICS = (Metric(name="p99-latency", compare_with_stable=2.0),
-                   Metric(name="error-ratio", threshold=0.01))
+P99_SLACK_S = DEFAULT_P99_SLACK_S
+DEFAULT_METRICS = (Metric(name="p99-latency", compare_with_stable=DEFAULT_P99_FACTOR),
+                   Metric(name="error-ratio", threshold=DEFAULT_ERROR_RATIO))
 
 
 @dataclass(frozen=True)
