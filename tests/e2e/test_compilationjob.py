@@ -85,14 +85,14 @@ def test_two_targets_compile_on_their_pools_and_push_by_digest(
     assert (ready["status"], ready["reason"]) == ("True", "AllTargetsSucceeded")
     reasons = [e.reason for e in events_of(kube_api, namespace, "tiny")]
     assert reasons.count("TargetSucceeded") == 2 and "Succeeded" in reasons
-    # `kubectl get cj`: the server-side table with the printer columns
+    # `kubectl get cjob`: the server-side table with the printer columns
     table = _table(kube_api, namespace)
     assert [c["name"] for c in table["columnDefinitions"]][:3] == ["Name", "Phase", "Targets"]
     assert table["rows"][0]["cells"][:3] == ["tiny", "Succeeded", "2/2"]
 
 
 def _table(api: Any, namespace: str) -> dict[str, Any]:
-    """What `kubectl get cj` asks for: the server-side table with the printer columns."""
+    """What `kubectl get cjob` asks for: the server-side table with the printer columns."""
     url = f"{api.configuration.host}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
     response = api.rest_client.request(
         "GET", url, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})

@@ -66,8 +66,18 @@ def test_crd_schemas_are_structural() -> None:
         version = crd["spec"]["versions"][0]
         walk(version["schema"]["openAPIV3Schema"], crd["metadata"]["name"])
         assert version["subresources"] == {"status": {}}
+
+
+def test_short_names_are_ours_alone() -> None:
+    """`kubectl get cj` lists CronJobs: a built-in's short name wins over a CRD's."""
+    from neofleet.api.crd import BUILTIN_SHORT_NAMES, SHORT_NAMES
+
     short = {c["spec"]["names"]["kind"]: c["spec"]["names"]["shortNames"] for c in crds()}
-    assert short == {"CompilationJob": ["cj"], "EdgeModelDeployment": ["emd"]}
+    assert short == {kind: [name] for kind, name in SHORT_NAMES.items()}
+    assert {"cj", "ds", "deploy", "po", "svc"} <= BUILTIN_SHORT_NAMES  # the list is real
+    assert not set(SHORT_NAMES.values()) & BUILTIN_SHORT_NAMES
+    plurals = {c["spec"]["names"]["plural"] for c in crds()}
+    assert not set(SHORT_NAMES.values()) & plurals
 
 
 @pytest.mark.parametrize(("change", "message"), [

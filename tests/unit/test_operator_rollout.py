@@ -309,10 +309,16 @@ def test_the_crd_states_the_default_analysis_the_planner_applies() -> None:
 
     repo = Path(__file__).resolve().parents[2]
     crd = yaml.safe_load((repo / "crds" / "edgemodeldeployments.neofleet.io.yaml").read_text())
-    text = yaml.safe_dump(crd)
-    said = re.findall(r"p99-latency \(fails above ([0-9.]+)x the stable revision's p99, "
-                      r"never below the stable's \+ ([0-9.]+) ms\) and error-ratio "
-                      r"\(fails above ([0-9.]+)%\)", " ".join(text.split()))
+
+    def descriptions(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["description"]] if isinstance(node.get("description"), str) else []
+            return own + [d for v in node.values() for d in descriptions(v)]
+        return [d for v in node for d in descriptions(v)] if isinstance(node, list) else []
+
+    said = [m.groups() for d in descriptions(crd) for m in [re.search(
+        r"p99-latency \(fails above ([0-9.]+)x the stable revision's p99, never below the "
+        r"stable's \+ ([0-9.]+) ms\) and error-ratio \(fails above ([0-9.]+)%\)", d)] if m]
     assert said, "the CRD no longer describes the default metrics"
     for factor, slack_ms, ratio_pct in said:
         assert float(factor) == DEFAULT_P99_FACTOR

@@ -20,6 +20,16 @@ from neofleet.api.edgemodeldeployment import EdgeModelDeploymentSpec, EdgeModelD
 _KEEP = ("type", "description", "properties", "required", "items", "enum", "pattern",
          "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
          "maxLength", "minItems", "maxItems", "default", "additionalProperties", "format")
+# `kubectl get <short name>`. None may be one a built-in kind of Kubernetes uses (CronJob
+# has "cj", and built-ins win: kubectl would list CronJobs); tests check these against
+# BUILTIN_SHORT_NAMES and against a live API server's discovery.
+SHORT_NAMES = {"CompilationJob": "cjob", "EdgeModelDeployment": "emd"}
+# The short names of Kubernetes' built-in resources, 1.20 to 1.37 (kubectl api-resources).
+BUILTIN_SHORT_NAMES = frozenset({
+    "cm", "cs", "ep", "ev", "limits", "no", "ns", "po", "pv", "pvc", "quota", "rc", "sa",
+    "svc", "crd", "crds", "ds", "deploy", "rs", "sts", "hpa", "cj", "csr", "ing", "netpol",
+    "pdb", "psp", "pc", "sc", "vac", "ip", "svm",
+})
 
 
 def structural(model: type[BaseModel]) -> dict[str, Any]:
@@ -90,13 +100,13 @@ def _crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type
 def crds() -> list[dict[str, Any]]:
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     return [
-        _crd("CompilationJob", "compilationjobs", "cj", CompilationJobSpec,
-             CompilationJobStatus, [
+        _crd("CompilationJob", "compilationjobs", SHORT_NAMES["CompilationJob"],
+             CompilationJobSpec, CompilationJobStatus, [
                  {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                  {"name": "Targets", "type": "string", "jsonPath": ".status.succeeded",
                   "description": "targets succeeded / total"}, age]),
-        _crd("EdgeModelDeployment", "edgemodeldeployments", "emd", EdgeModelDeploymentSpec,
-             EdgeModelDeploymentStatus, [
+        _crd("EdgeModelDeployment", "edgemodeldeployments", SHORT_NAMES["EdgeModelDeployment"],
+             EdgeModelDeploymentSpec, EdgeModelDeploymentStatus, [
                  {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                  {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
                  {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},

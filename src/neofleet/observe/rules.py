@@ -123,7 +123,7 @@ OPERATOR = (
     Alert("NeofleetCompileFailed", _COMPILE_FAILURES, "> 0", "0m", "warning",
           "compiles of target {{ $labels.target }} failed",
           f"A compile Job of target {{{{ $labels.target }}}} failed in the last {COMPILE_WINDOW} "
-          "(`kubectl get cj -A` shows the CompilationJob; its status.targets[] row has the "
+          "(`kubectl get cjob -A` shows the CompilationJob; its status.targets[] row has the "
           "compiler's reason and message)."),
     Alert("NeofleetOperatorReconcileErrors",
           q.aggregate("sum", ["namespace", "kind"],

@@ -24,7 +24,7 @@ def default_cache() -> Path:
 
 def control_plane_binaries(cache_root: Path | None = None) -> Path:
     """The folder holding the three binaries; builds them (~5 min) when not cached."""
-    root = cache_root or default_cache()
+    root = (cache_root or default_cache()).resolve()  # the build script changes folder
     result = subprocess.run(["bash", str(SCRIPT), str(root)], stdout=subprocess.PIPE,
                             text=True, check=False)
     folder = Path(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None

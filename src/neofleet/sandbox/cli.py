@@ -92,3 +92,6 @@ def demo(folder: Path, keep: bool) -> None:
     with _one_line_errors():
         result = story.run(folder, keep, say=lambda line: click.echo(line))
     click.echo(json.dumps(result), err=True)
+    why = story.failure(result)
+    if why is not None:            # a story that did not end Healthy is a failed command
+        raise click.ClickException(f"the demo failed: {why}")

@@ -32,11 +32,17 @@ GROUP, VERSION, NAMESPACE, NAME = "neofleet.io", "v1alpha1", "default", "tiny-cn
 Say = Callable[[str], None]
 
 
-def run(folder: Path, keep: bool, say: Say = print) -> dict[str, Any]:
-    """Run the demo; returns what it measured (the e2e test checks it)."""
+def run(folder: Path, keep: bool, say: Say = print, *,
+        scrape_pods: bool = True) -> dict[str, Any]:
+    """Run the demo; returns what it measured (the e2e test checks it), with
+    ``problems``: why the story did not end as it should (empty when it did).
+
+    ``scrape_pods=False`` hides the runtime pods from Prometheus (a broken analysis: the
+    canary must then be rolled back and the demo must say so)."""
+    folder = folder.resolve()   # every path below goes to another process (Prometheus...)
     started = time.monotonic()
     with ExitStack() as stack:
-        env = stack.enter_context(_environment(folder, say))
+        env = stack.enter_context(_environment(folder, say, scrape_pods))
         _compile(env, say)
         _deploy(env, say)
         result = _canary(env, say)
@@ -49,6 +55,12 @@ def run(folder: Path, keep: bool, say: Say = print) -> dict[str, Any]:
     return result
 
 
+def failure(result: dict[str, Any]) -> str | None:
+    """Why the demo failed, in one line, or None when the story ended as it should."""
+    problems = result.get("problems") or []
+    return "; ".join(problems) if problems else None
+
+
 class Env:
     def __init__(self, api: Any, sandbox: Any, registry: Any, prometheus: Any) -> None:
         from kubernetes import client
@@ -58,7 +70,7 @@ class Env:
 
 
 @contextmanager
-def _environment(folder: Path, say: Say) -> Iterator[Env]:
+def _environment(folder: Path, say: Say, scrape_pods: bool) -> Iterator[Env]:
     from kubernetes import config
 
     from neofleet.sandbox import cluster
@@ -75,7 +87,8 @@ def _environment(folder: Path, say: Say) -> Iterator[Env]:
         with RegistryServer() as registry, \
                 PodTargets(api, NAMESPACE, "app.kubernetes.io/name=neofleet-runtime",
                            folder / "prometheus" / "runtime-pods.json") as targets, \
-                PrometheusServer([], file_sd=[targets.path]) as prometheus:
+                PrometheusServer([], file_sd=[targets.path] if scrape_pods else []
+                                 ) as prometheus:
             say(f"      registry {registry.host}, Prometheus {prometheus.url}")
             env = Env(api, sandbox, registry, prometheus)
             with _operator(env, folder, say):
@@ -199,38 +212,87 @@ def _canary(env: Env, say: Say) -> dict[str, Any]:
                                                   {"spec": {"runtime": {"threads": 2}}})
         say("[5/6] canary of revision 2 (runtime threads 1 -> 2) under live traffic, pool "
             "after pool: setWeight 50 -> analysis (p99, error ratio) -> 100")
-        seen: set[tuple[Any, ...]] = set()
+        steps = _StepReport(env, stable, t0, say)
         while True:
             status = _status(env)
-            _report_step(env, status, stable, seen, t0, say)
+            steps.see(status)
             if status.get("stableRevision") not in (None, stable) or \
                     status.get("phase") in ("RolledBack", "Degraded"):
                 break
             if time.monotonic() - t0 > 600:
                 raise SystemExit(f"the canary did not finish: {status.get('message')}")
             time.sleep(1)
+        steps.finish()
         elapsed = time.monotonic() - t0
     failed = len(traffic.failures())
     say(f"      {status['phase']} after {elapsed:.0f} s: {len(traffic.results)} requests, "
         f"{failed} failed; answered by revision {traffic.by_revision()}")
+    problems = list(steps.problems)
     if status["phase"] != "Healthy":
+        problems.insert(0, f"the canary ended {status['phase']}: {status.get('message')}")
         say(f"      why: {status.get('message')}")
+    if failed:
+        problems.append(f"{failed} of {len(traffic.results)} requests failed")
     return {"phase": status["phase"], "stable": status.get("stableRevision"),
-            "requests": len(traffic.results), "failed": failed, "rollout_s": round(elapsed, 1)}
+            "requests": len(traffic.results), "failed": failed, "rollout_s": round(elapsed, 1),
+            "analysis_p99_ms": steps.analysis_p99, "problems": problems}
 
 
-def _report_step(env: Env, status: dict[str, Any], stable: str, seen: set[tuple[Any, ...]],
-                 t0: float, say: Say) -> None:
-    rollout = status.get("rollout") or {}
-    key = (rollout.get("poolIndex"), status.get("currentStep"), status.get("phase"))
-    if key in seen or not status.get("canaryRevision"):
-        return
-    seen.add(key)
-    canary = status["canaryRevision"]
-    p99 = {rev: _p99(env, rev) for rev in (stable, canary)}
-    pool = POOLS[min(int(rollout.get("poolIndex") or 0), len(POOLS) - 1)]["name"]
-    say(f"      t={time.monotonic() - t0:5.1f}s pool {pool:<5} step {status.get('currentStep')} "
-        f"{status.get('phase'):<11} p99 stable {p99[stable]} ms, canary {p99[canary]} ms")
+ANALYSIS_STEP = next(i for i, step in enumerate(_spec(1)["rollout"]["steps"])
+                     if "analysis" in step)
+
+
+class _StepReport:
+    """Prints each pool's steps as the operator takes them, with the p99 Prometheus measured
+    for both revisions. A pool's analysis step is printed once Prometheus has both p99s;
+    when the step ends without them it is printed with "-" and counted as a problem: the
+    analysis had nothing to judge."""
+
+    def __init__(self, env: Env, stable: str, t0: float, say: Say) -> None:
+        self.env, self.stable, self.t0, self.say = env, stable, t0, say
+        self.seen: set[tuple[Any, ...]] = set()
+        self.waiting: tuple[str, str] | None = None       # (pool, canary) in analysis
+        self.analysis_p99: dict[str, dict[str, str]] = {}
+        self.problems: list[str] = []
+
+    def see(self, status: dict[str, Any]) -> None:
+        rollout = status.get("rollout") or {}
+        canary, phase = status.get("canaryRevision"), status.get("phase")
+        pool = POOLS[min(int(rollout.get("poolIndex") or 0), len(POOLS) - 1)]["name"]
+        step = status.get("currentStep")
+        if self.waiting and (self.waiting != (pool, canary) or step != ANALYSIS_STEP):
+            self._analysis_ended()
+        if not canary:
+            return
+        if self.waiting:
+            self._print(pool, step, phase, canary)
+        elif (pool, step, phase) not in self.seen:
+            self.seen.add((pool, step, phase))
+            if step == ANALYSIS_STEP and phase == "Progressing":
+                self.waiting = (pool, canary)
+            self._print(pool, step, phase, canary)
+
+    def finish(self) -> None:
+        if self.waiting:
+            self._analysis_ended()
+
+    def _print(self, pool: str, step: Any, phase: Any, canary: str,
+               last_chance: bool = False) -> None:
+        p99 = {rev: _p99(self.env, rev) for rev in (self.stable, canary)}
+        if self.waiting == (pool, canary):
+            if "-" in p99.values() and not last_chance:
+                return                                   # not scraped yet: ask again
+            self.analysis_p99[pool] = {"stable": p99[self.stable], "canary": p99[canary]}
+            self.waiting = None
+        self.say(f"      t={time.monotonic() - self.t0:5.1f}s pool {pool:<5} step {step} "
+                 f"{phase:<11} p99 stable {p99[self.stable]} ms, canary {p99[canary]} ms")
+
+    def _analysis_ended(self) -> None:
+        pool, canary = self.waiting or ("?", "?")
+        self._print(pool, ANALYSIS_STEP, "Progressing", canary, last_chance=True)
+        if "-" in self.analysis_p99.get(pool, {"": "-"}).values():
+            self.problems.append(f"pool {pool}: no data: Prometheus had no p99 for both "
+                                 "revisions during the pool's analysis step")
 
 
 def _p99(env: Env, revision: str) -> str:
@@ -246,7 +308,7 @@ def _p99(env: Env, revision: str) -> str:
 def _tell(env: Env, say: Say) -> None:
     say("[6/6] look around:")
     say(f"      export KUBECONFIG={env.sandbox.kubeconfig}")
-    say("      kubectl get cj,emd,deploy,ds,pods -o wide")
+    say("      kubectl get cjob,emd,deploy,ds,pods -o wide")
     say(f"      Prometheus: {env.prometheus.url}  (runtime pods via file_sd)")
     say(f"      Grafana dashboard JSON: {CHART / 'files' / 'grafana-dashboard.json'} "
         "(import it in your Grafana with this Prometheus as the data source)")

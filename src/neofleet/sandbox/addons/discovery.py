@@ -32,7 +32,7 @@ class PodTargets:
 
     def __init__(self, api_client: Any, namespace: str, label_selector: str, path: Path, *,
                  port: int | str = 8080) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()   # handed to Prometheus, which has its own cwd
         self._namespace, self._port = namespace, port
         self._watch = PodWatch(api_client, namespace, label_selector, self._on_pods)
         self._groups: list[dict[str, Any]] | None = None

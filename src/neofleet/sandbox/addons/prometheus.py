@@ -45,7 +45,8 @@ def _config(targets: list[str], job: str, interval: str, file_sd: Sequence[Path]
 
 
 def _file_sd(paths: Sequence[Path]) -> dict[str, Any]:
-    return {"files": [str(path) for path in paths], "refresh_interval": "1s"}
+    # absolute: Prometheus resolves a relative path against its config file's folder
+    return {"files": [str(Path(path).resolve()) for path in paths], "refresh_interval": "1s"}
 
 
 def prometheus_binary() -> str | None:
