@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(qemu-user-static gcc-aarch64-linux-gnu g++-aarch64-linux-gnu docker-registry
               prometheus g++ python3-venv zstd ca-certificates
               buildah podman debootstrap runc)  # images: scripts/build-images.sh
+# kubectl (the README's commands and the e2e tier use it): Debian's 1.20 client unless the
+# machine has one already (this kind of machine ships a newer one)
+command -v kubectl >/dev/null || APT_PACKAGES+=(kubernetes-client)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

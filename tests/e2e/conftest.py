@@ -15,18 +15,37 @@ import pytest
 
 from neofleet.sandbox import processes
 from neofleet.sandbox.cluster import Sandbox
-from neofleet.sandbox.kube import apply_all, load_manifests
+from neofleet.sandbox.kube import apply_all
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILER_IMAGE = "localhost/neofleet-compiler:e2e"
 
 
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix`` (comment dropped), as argv."""
+    import shlex
+
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return shlex.split(line.split("#", 1)[0])
+    raise AssertionError(f"the README no longer has a command starting {prefix!r}")
+
+
+# How the README installs the CRDs on an API server older than 1.25, the sandbox's 1.20
+CRD_INSTALL = "kubectl apply -f crds/ --validate=false"
+
+
 @pytest.fixture(scope="session")
-def crds_installed(kube_api: Any) -> None:
+def crds_installed(kube_api: Any, sandbox_cluster: Sandbox) -> None:
+    """The CRDs installed with the README's own kubectl command, from the repository root."""
+    import subprocess
+
     from kubernetes import client
 
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        apply_all(kube_api, load_manifests(path))
+    done = subprocess.run(readme_command(CRD_INSTALL), cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False,
+                          env={**os.environ, "KUBECONFIG": str(sandbox_cluster.kubeconfig)})
+    assert done.returncode == 0, f"{CRD_INSTALL} failed:\n{done.stdout}{done.stderr}"
     apply_all(kube_api, [POD_MONITOR_CRD])
     ext = client.ApiextensionsV1Api(kube_api)
     deadline = time.monotonic() + 30

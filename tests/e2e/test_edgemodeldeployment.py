@@ -283,8 +283,10 @@ def test_a_good_canary_completes_with_zero_failed_requests(
     assert not traffic.failures(), traffic.summary()
     counts = traffic.by_revision()
     assert counts.get(stable, 0) > 0 and counts.get(status["stableRevision"], 0) > 0, counts
-    measured = status["rollout"]["measurements"]
-    assert measured and all(m["ok"] for m in measured)
+    # a round before Prometheus scraped the canary is inconclusive (tolerated, by design);
+    # every round that had data passed, and the analysis's count of them did
+    measured = [m for m in status["rollout"]["measurements"] if not m.get("inconclusive")]
+    assert measured and all(m["ok"] for m in measured), status["rollout"]["measurements"]
     print(f"\ngood canary: {len(traffic.results)} requests, 0 failed, by revision {counts}")
 
 

@@ -32,11 +32,30 @@ from tests.support.sandbox import wait_until
 pytestmark = pytest.mark.integration
 
 
-def _operator(kubeconfig: Path, log: Path) -> Any:
+def _operator(kubeconfig: Path, log: Path, metrics_port: int) -> Any:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     return processes.start([sys.executable, "-m", "neofleet.cli", "operator",
-                            "--compiler-image", "localhost/neofleet-compiler:restart"],
-                           log, env)
+                            "--compiler-image", "localhost/neofleet-compiler:restart",
+                            "--metrics-port", str(metrics_port)], log, env)
+
+
+def _reports_paused(metrics_port: int, namespace: str) -> bool:
+    """The operator has reconciled the EdgeModelDeployment: its phase gauge says Paused."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return False
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return any(sample.labels == {"namespace": namespace, "name": "resume", "phase": "Paused"}
+               and sample.value == 1.0
+               for family in text_string_to_metric_families(text)
+               if family.name == "neofleet_edgemodeldeployment_phase"
+               for sample in family.samples)
 
 
 def _workloads(api: Any, namespace: str) -> dict[str, int]:
@@ -56,7 +75,7 @@ def test_an_operator_restarted_mid_rollout_resumes_the_same_step(
 
     apply_all(kube_api, manifests())
     kubeconfig = sandbox_cluster.operator_kubeconfig
-    operator = _operator(kubeconfig, tmp_path / "first.log")
+    operator = _operator(kubeconfig, tmp_path / "first.log", processes.free_port())
     try:
         v1 = push(tmp_path, registry, "resume-v1", linear_onnx(1.0))
         v2 = push(tmp_path, registry, "resume-v2", linear_onnx(1.0 + 1e-6))
@@ -81,8 +100,11 @@ def test_an_operator_restarted_mid_rollout_resumes_the_same_step(
             os.killpg(operator.pid, signal.SIGKILL)
             operator.wait(timeout=10)
             time.sleep(3)                                   # no operator at all for a while
-            operator = _operator(kubeconfig, tmp_path / "second.log")
-            time.sleep(10)                                  # it has reconciled by now
+            port = processes.free_port()
+            operator = _operator(kubeconfig, tmp_path / "second.log", port)
+            wait_until(lambda: _reports_paused(port, namespace),
+                       "the restarted operator to reconcile the EdgeModelDeployment", 120,
+                       lambda: (tmp_path / "second.log").read_text()[-3000:])
             after = status_of(kube_api, namespace, "resume")
             assert after["phase"] == "Paused" and after["currentStep"] == 1
             assert after["canaryRevision"] == before["canaryRevision"]

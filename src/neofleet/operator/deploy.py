@@ -97,6 +97,10 @@ class DeploymentReconciler:
                 timer.cancel()
 
     def _requeue(self, namespace: str, name: str, delay_s: float) -> None:
+        """Look at the object again in ``delay_s``: the latest plan's wish replaces a pending
+        one. (A reconcile run by the timer itself asks for the next one from inside that
+        timer's thread, which is still alive then: it must not count as pending, or the
+        chain stops after one link and a rollout waits for the next resync.)"""
         def fire() -> None:
             try:
                 self.reconcile(namespace, name)
@@ -104,8 +108,8 @@ class DeploymentReconciler:
                 LOG.exception("requeued reconcile of %s/%s failed", namespace, name)
         with self._guard:
             old = self._timers.get((namespace, name))
-            if old is not None and old.is_alive():
-                return
+            if old is not None and old is not threading.current_thread():
+                old.cancel()
             timer = threading.Timer(delay_s, fire)
             timer.daemon = True
             self._timers[(namespace, name)] = timer
