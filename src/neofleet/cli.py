@@ -81,8 +81,11 @@ def main() -> None:
 @click.option("--atol", default=1e-4, show_default=True, type=float)
 @click.option("--samples", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--sample-data", type=click.Path(path_type=Path),
-              help="Tree models: a .npy of typical rows (rows x features) for branch "
-                   "annotation and verification.")
+              help="Representative inputs: an .npz of named arrays, one per input, each "
+                   "with a leading batch of samples (e.g. input_ids 16x1x128 for a 1x128 "
+                   "input); candidates are verified on them (up to 32) and timed on the "
+                   "first. Tree models also take a .npy of rows (rows x features), used for "
+                   "branch annotation too.")
 @click.option("--toolchain-timeout", default=900.0, show_default=True,
               type=click.FloatRange(min=1), help="Seconds each C compiler run may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -170,6 +173,9 @@ def inspect(bundle: Path, as_json: bool) -> None:
     v = section.verification
     click.echo(f"verified {v.passed} ({v.method}, {v.samples} samples, max abs "
                f"{v.max_abs_error}, max rel {v.max_rel_error})")
+    for key in ("samples", "graph", "notes"):
+        if key in section.source:
+            click.echo(f"{key:<8} {section.source[key]}")
     if v.hardware_verified is not None:
         click.echo(f"hardware {'verified on the GPU' if v.hardware_verified else 'NOT verified'}"
                    f"{': ' + v.message if v.message else ''}")

@@ -85,10 +85,21 @@ class Output(ApiModel):
         "OCI repository the bundles are pushed to, by digest (oci://HOST[:PORT]/PATH)"))
 
 
+class SampleData(ApiModel):
+    uri: str = Field(pattern=MODEL_URI, description=(
+        "an .npz of named arrays, one per input, each with a leading batch of samples; "
+        "fetched like the model (same schemes, same credentials)"))
+    sha256: str = Field(pattern=SHA256, description="pinned: checked in the pod")
+
+
 class Verify(ApiModel):
-    samples: int = Field(default=3, ge=1, le=100)
+    samples: int = Field(default=3, ge=1, le=100, description=(
+        "generated samples to verify on when sampleData is not given"))
     rtol: float = Field(default=1e-3, gt=0, le=1)
     atol: float = Field(default=1e-4, ge=0, le=1)
+    sample_data: SampleData | None = Field(default=None, description=(
+        "representative inputs: candidates are verified on them (up to 32) and timed on "
+        "the first; needed for models whose inputs random values break (token ids, rates)"))
 
 
 class StoppingCondition(ApiModel):

@@ -4,6 +4,9 @@
     └── CompileError
         ├── ModelLoadError          corrupt model, wrong framework, unsafe file
         ├── InputSpecError          an --input declaration is malformed or contradicts the model
+        │   └── SampleDataError     --sample-data (spec.verify.sampleData) does not fit the inputs
+        ├── ModelRunError           the model itself fails on the samples (names the input
+        │                           values and the failing operator)
         ├── CompilerOptionsError    a --compiler-option (compilerOptions) value is malformed
         ├── UnknownTargetError      not in the catalogue
         ├── BackendUnavailableError no backend applies, or its library is missing here
@@ -29,6 +32,14 @@ class ModelLoadError(CompileError):
 
 class InputSpecError(CompileError):
     reason = "InvalidInputs"
+
+
+class SampleDataError(InputSpecError):
+    reason = "InvalidSampleData"
+
+
+class ModelRunError(CompileError):
+    reason = "ModelFailedOnSamples"
 
 
 class CompilerOptionsError(CompileError):

@@ -27,7 +27,8 @@ from neofleet.runtime.samples import SAMPLES_NAME, write_samples
 def attach_samples(artifact: Artifact, source: SourceModel, tol: Tolerance,
                    workdir: Path) -> None:
     """Add ``verification.npz`` (tol.samples seeded inputs and reference outputs)."""
-    samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
+    samples = [source.sample_inputs(seed)
+               for seed in range(source.verification_count(tol.samples))]
     references = [source.reference(sample) for sample in samples]
     workdir.mkdir(parents=True, exist_ok=True)
     artifact.files[SAMPLES_NAME] = write_samples(workdir / SAMPLES_NAME, samples, references)

@@ -46,6 +46,17 @@ def compiled_meta(
             compiler={"neofleet": __version__, **artifact.versions},
             framework=source.framework,
             source={"sha256": source.sha256, "filename": source.path.name,
-                    "reference": source.reference_name, **source.source_library},
+                    "reference": source.reference_name, **source.source_library,
+                    **_provenance(source)},
             verification=verification, benchmark=benchmark, candidates=list(candidates),
             selection=selection))
+
+
+def _provenance(source: SourceModel) -> dict[str, str]:
+    """Which graph the candidates built from (ONNX), what the samples were, and why."""
+    found = {"samples": source.describe_inputs()}
+    if source.framework == "onnx":
+        found["graph"] = source.graph
+    if source.notes:
+        found["notes"] = "; ".join(source.notes)
+    return found

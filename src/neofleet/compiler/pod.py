@@ -53,8 +53,9 @@ def run_request(request: dict[str, Any], scratch: Path) -> dict[str, Any]:
                 "message": str(exc)[:1500]}
 
 
-def fetch_model(model: dict[str, Any], folder: Path) -> Path:
-    """The model file, fetched from its URI into ``folder`` and checked against sha256."""
+def fetch_model(model: dict[str, Any], folder: Path, what: str = "model") -> Path:
+    """The model file (or ``what`` else: the sample data), fetched from its URI into
+    ``folder`` and checked against sha256."""
     uri = model["uri"]
     scheme = urllib.parse.urlsplit(uri).scheme
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,11 +71,11 @@ def fetch_model(model: dict[str, Any], folder: Path) -> Path:
     elif scheme == "oci":
         path = _pull_model(uri, folder)
     else:
-        raise ModelFetchError(f"model URIs with scheme {scheme!r} are not supported by this "
+        raise ModelFetchError(f"{what} URIs with scheme {scheme!r} are not supported by this "
                               "compile image (file, pvc, https, s3 and oci are)")
     if not path.is_file():
-        raise ModelFetchError(f"model {uri} not found (looked at {path})")
-    _check_sha256(path, model.get("sha256"), uri)
+        raise ModelFetchError(f"{what} {uri} not found (looked at {path})")
+    _check_sha256(path, model.get("sha256"), f"{what} {uri}")
     return path
 
 
@@ -86,7 +87,7 @@ def _check_sha256(path: Path, expected: str | None, uri: str) -> None:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     if digest.hexdigest() != expected:
-        raise ModelDigestError(f"model {uri} has sha256 {digest.hexdigest()}, the spec says "
+        raise ModelDigestError(f"{uri} has sha256 {digest.hexdigest()}, the spec says "
                                f"{expected}")
 
 
@@ -156,6 +157,9 @@ def _compile_and_push(request: dict[str, Any], model: Path, scratch: Path) -> di
                            "preset (`neofleet targets`)")
     inputs = [InputDecl(i["name"], tuple(i["shape"]), i.get("dtype"))
               for i in request["model"].get("inputs", [])]
+    sample_data = None
+    if verify.get("sampleData"):     # fetched like the model, pinned by its sha256
+        sample_data = fetch_model(verify["sampleData"], scratch / "samples", "sample data")
     result = compile_model(CompileRequest(
         model=model, framework=request["model"]["framework"], inputs=inputs,
         targets=[target["device"]], output=scratch / "out", backend=target.get("backend", "auto"),
@@ -164,6 +168,7 @@ def _compile_and_push(request: dict[str, Any], model: Path, scratch: Path) -> di
                           (target.get("compilerOptions") or {}).items()},
         tolerance=Tolerance(rtol=verify.get("rtol", 1e-3), atol=verify.get("atol", 1e-4),
                             samples=verify.get("samples", 3)),
+        sample_data=sample_data,
         progress=lambda line: print(line, flush=True)))
     built = result.targets[0]
     if built.bundle is None:

@@ -137,7 +137,8 @@ def verify_bundle(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir
 
 def _verify_variant(bundle_dir: Path, source: SourceModel, tol: Tolerance, workdir: Path,
                     emulate: bool, variant: str | None, dev_type: str = "cpu") -> Verification:
-    samples = [source.sample_inputs(seed) for seed in range(tol.samples)]
+    samples = [source.sample_inputs(seed)
+               for seed in range(source.verification_count(tol.samples))]
     inputs_path, outputs_path = workdir / "verify-in.npz", workdir / "verify-out.npz"
     save_arrays(inputs_path, {f"sample{i}/{k}": v for i, s in enumerate(samples)
                               for k, v in s.items()})
@@ -149,7 +150,7 @@ def _verify_variant(bundle_dir: Path, source: SourceModel, tol: Tolerance, workd
                   extra_args=extra or None)
     except CompileError as exc:
         return Verification(passed=False, message=str(exc), method=method,
-                            samples=tol.samples, rtol=tol.rtol, atol=tol.atol)
+                            samples=len(samples), rtol=tol.rtol, atol=tol.atol)
     with np.load(outputs_path, allow_pickle=False) as data:
         actual = [[data[k] for k in sorted((k for k in data if k.startswith(f"sample{i}/")),
                                            key=_output_index)] for i in range(len(samples))]
@@ -159,7 +160,7 @@ def _verify_variant(bundle_dir: Path, source: SourceModel, tol: Tolerance, workd
         worst = _worse(worst, result)
     return Verification(passed=worst.passed, max_abs_error=worst.max_abs,
                         max_rel_error=worst.max_rel, message=worst.message, method=method,
-                        samples=tol.samples, rtol=tol.rtol, atol=tol.atol)
+                        samples=len(samples), rtol=tol.rtol, atol=tol.atol)
 
 
 def _output_index(key: str) -> int:

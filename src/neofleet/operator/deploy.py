@@ -195,7 +195,8 @@ class DeploymentReconciler:
         meta = emd["metadata"]
         new = plan.status.wire()
         old = {k: v for k, v in (emd.get("status") or {}).items() if v is not None}
-        if new == old:
+        if new == old:   # nothing to write; a restarted operator still exports the status
+            self.metrics.observe_deployment(meta["namespace"], meta["name"], new, False)
             return
         patch = dict(new)
         for key in old:

@@ -10,6 +10,7 @@ recorded.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -43,25 +44,40 @@ class OnnxRuntimeBackend:
         assert source.onnx_path is not None
         start = time.perf_counter()
         dest = workdir / ARTIFACT
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        session_options.optimized_model_filepath = str(dest)
-        try:
-            ort.InferenceSession(str(source.onnx_path), session_options,
-                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BackendBuildError(f"onnxruntime could not optimize the model: {exc}") from exc
+        offline = _optimize_offline(ort, source, dest)
         from neofleet.compiler.ingest.onnx import op_histogram
 
         return Artifact(
             backend=self.name, files={ARTIFACT: dest}, artifact=ARTIFACT,
             options={"graph_optimization_level": "ORT_ENABLE_ALL",
-                     "offline_optimization_level": "ORT_ENABLE_EXTENDED",
+                     "offline_optimization_level": offline,
+                     "source_graph": source.graph,
                      "intra_op_num_threads": 0,
                      "session_config": dict(SESSION_CONFIG)},
             versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
             graph={"backend": self.name, "ops": op_histogram(onnx.load(str(dest)))},
             build_seconds=time.perf_counter() - start)
+
+
+def _optimize_offline(ort: Any, source: SourceModel, dest: Path) -> str:
+    """Save ONNX Runtime's extended optimizations of the graph as ``dest``; the level done.
+
+    The prepared graph is optimized; an original graph (kept because preparation broke
+    the model) is optimized too when ONNX Runtime can, else shipped as given (``none``):
+    the runtime still applies every optimization when it loads it."""
+    assert source.onnx_path is not None
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session_options.optimized_model_filepath = str(dest)
+    try:
+        ort.InferenceSession(str(source.onnx_path), session_options,
+                             providers=["CPUExecutionProvider"])
+        return "ORT_ENABLE_EXTENDED"
+    except Exception as exc:
+        if source.graph == "prepared":
+            raise BackendBuildError(f"onnxruntime could not optimize the model: {exc}") from exc
+    shutil.copyfile(source.onnx_path, dest)
+    return "none"
 
 
 def _imports() -> tuple[Any, Any]:

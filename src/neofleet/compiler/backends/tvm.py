@@ -34,6 +34,9 @@ class TvmBackend:
             return "GPU targets are built by the tvm-cuda backend"
         if source.exported_program is None and source.onnx_path is None:
             return "no form of the model TVM can import"
+        if source.exported_program is None and source.graph != "prepared":
+            return ("TVM imports only a static-shaped, constant-folded graph, and preparing "
+                    "one broke this model: " + "; ".join(source.notes))
         return None
 
     def build(self, source: SourceModel, target: Target, workdir: Path,

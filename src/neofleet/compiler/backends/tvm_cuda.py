@@ -70,6 +70,9 @@ class TvmCudaBackend:
             return "CPU targets are built by the tvm and onnxruntime backends"
         if source.exported_program is None and source.onnx_path is None:
             return "no form of the model TVM can import"
+        if source.exported_program is None and source.graph != "prepared":
+            return ("TVM imports only a static-shaped, constant-folded graph, and preparing "
+                    "one broke this model: " + "; ".join(source.notes))
         return cuda_build_blocker(target, _nvcc_archs(), host_arch())
 
     def build(self, source: SourceModel, target: Target, workdir: Path,

@@ -2,10 +2,16 @@
 
 Steps: size and parse check, external-data paths checked (no absolute paths, nothing
 outside the model's folder, no links), ``onnx.checker``, inputs resolved against the
-declarations, then a *prepared* copy: input dims fixed to the declared shapes and
-constant-folded by ONNX Runtime (basic level), which TVM's ONNX frontend needs for real
-exported models (shape arithmetic inside the graph). The reference is ONNX Runtime on the
-original, untouched model.
+declarations, the samples (``--sample-data``, or generated with value hints for integer
+inputs: ``int_values``) run through the reference, then a *prepared* copy: input dims
+fixed to the declared shapes and constant-folded by ONNX Runtime (basic level), which
+TVM's ONNX frontend needs for real exported models (shape arithmetic inside the graph).
+The reference is ONNX Runtime on the original, untouched model.
+
+Preparation never breaks a model: when the prepared copy does not load (e.g. fixed dims
+that an ``If`` branch's type inference rejects) or does not match the original's outputs
+on the samples, the source keeps the original graph (``SourceModel.graph``), TVM does
+not apply and the other candidates build from the original.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import numpy as np
 
 from neofleet.bundle.meta import TensorSpec
 from neofleet.compiler.errors import BackendUnavailableError, ModelLoadError
-from neofleet.compiler.ingest.source import SourceModel, file_sha256, output_specs, sample_inputs
+from neofleet.compiler.ingest.int_values import integer_value_hints
+from neofleet.compiler.ingest.samples import load_sample_file
+from neofleet.compiler.ingest.source import (
+    SourceModel,
+    file_sha256,
+    output_specs,
+    run_reference,
+)
 from neofleet.compiler.inputs import InputDecl, ModelInput, resolve_inputs
 
 MAX_MODEL_BYTES = 2 << 30
@@ -33,19 +46,56 @@ def _onnx() -> Any:
     return onnx
 
 
-def load_onnx(path: Path, decls: Sequence[InputDecl], workdir: Path) -> SourceModel:
+def load_onnx(path: Path, decls: Sequence[InputDecl], workdir: Path,
+              sample_data: Path | None = None) -> SourceModel:
     onnx = _onnx()
     model = _parse(onnx, path)
     _load_external_data(onnx, model, path.parent)
     _check(onnx, model, path)
     inputs = resolve_inputs(model_inputs(onnx, model), decls)
-    prepared = prepare_static(model, inputs, workdir / "prepared.onnx")
     reference = _ort_reference(path)
-    output_names = [o.name for o in model.graph.output]
-    outputs = output_specs(output_names, reference(sample_inputs(inputs, 0)))
-    return SourceModel(framework="onnx", path=path, sha256=file_sha256(path), inputs=inputs,
-                       outputs=outputs, reference=reference, reference_name="onnxruntime",
-                       onnx_path=prepared, ops=op_histogram(model))
+    source = SourceModel(framework="onnx", path=path, sha256=file_sha256(path), inputs=inputs,
+                         outputs=[], reference=reference, reference_name="onnxruntime",
+                         onnx_path=path, ops=op_histogram(model), graph="original")
+    if sample_data is not None:
+        source.samples = load_sample_file(sample_data, inputs)
+    else:
+        source.value_hints = integer_value_hints(model, inputs)
+    expected = run_reference(source, 0)
+    source.outputs = output_specs([o.name for o in model.graph.output], expected)
+    _use_prepared_if_faithful(source, model, workdir / "prepared.onnx", expected)
+    return source
+
+
+def _use_prepared_if_faithful(source: SourceModel, model: Any, dest: Path,
+                              expected: list[np.ndarray]) -> None:
+    try:
+        prepared = prepare_static(model, source.inputs, dest)
+        got = _ort_reference(prepared)(source.sample_inputs(0))
+    except ModelLoadError as exc:
+        source.notes.append(f"kept the original graph: the prepared copy (static dims, "
+                            f"folded) failed: {exc}")
+        return
+    except Exception as exc:   # the prepared copy loads but fails to run
+        source.notes.append(f"kept the original graph: the prepared copy fails to run: "
+                            f"{' '.join(str(exc).split())[:300]}")
+        return
+    if not _same(expected, got):
+        source.notes.append("kept the original graph: the prepared copy's outputs differ "
+                            "from the original's on the samples")
+        return
+    source.onnx_path, source.graph = prepared, "prepared"
+
+
+def _same(expected: list[np.ndarray], got: list[np.ndarray]) -> bool:
+    def close(a: np.ndarray, b: np.ndarray) -> bool:
+        if a.shape != b.shape:
+            return False
+        if a.dtype.kind not in "fc":
+            return bool(np.array_equal(a, b))
+        return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
+    return len(expected) == len(got) and all(
+        close(a, b) for a, b in zip(expected, got, strict=True))
 
 
 def op_histogram(model: Any) -> dict[str, int]:

@@ -23,7 +23,13 @@ import numpy as np
 
 from neofleet.bundle.meta import TensorSpec
 from neofleet.compiler.errors import BackendUnavailableError, ModelLoadError
-from neofleet.compiler.ingest.source import SourceModel, file_sha256, output_specs, sample_inputs
+from neofleet.compiler.ingest.samples import load_sample_file
+from neofleet.compiler.ingest.source import (
+    SourceModel,
+    file_sha256,
+    output_specs,
+    run_reference,
+)
 from neofleet.compiler.inputs import InputDecl, ModelInput, resolve_inputs
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "float64": "float64",
@@ -40,7 +46,8 @@ def _torch() -> Any:
     return torch
 
 
-def load_exported_program(path: Path, decls: Sequence[InputDecl], workdir: Path) -> SourceModel:
+def load_exported_program(path: Path, decls: Sequence[InputDecl], workdir: Path,
+                          sample_data: Path | None = None) -> SourceModel:
     _check_archive(path)
     torch = _torch()
     try:
@@ -53,11 +60,13 @@ def load_exported_program(path: Path, decls: Sequence[InputDecl], workdir: Path)
     inputs = resolve_inputs(_model_inputs(program), decls)
     reference = _reference(torch, program, inputs)
     names = [str(n) for n in program.graph_signature.user_outputs]
-    outputs = output_specs(names, reference(sample_inputs(inputs, 0)))
     source = SourceModel(framework="pytorch", path=path, sha256=file_sha256(path),
-                         inputs=inputs, outputs=outputs, reference=reference,
+                         inputs=inputs, outputs=[], reference=reference,
                          reference_name="torch.export", exported_program=program,
                          ops=_op_histogram(program))
+    if sample_data is not None:
+        source.samples = load_sample_file(sample_data, inputs)
+    source.outputs = output_specs(names, run_reference(source, 0))
     _export_onnx(torch, source, workdir / "exported.onnx")
     return source
 

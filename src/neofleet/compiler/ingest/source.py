@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from neofleet.bundle.meta import TensorSpec
+from neofleet.compiler.errors import ModelRunError
+from neofleet.compiler.ingest.samples import VERIFY_AT_MOST, ValueHint, generated_inputs
 
 Reference = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 
@@ -23,9 +25,12 @@ class SourceModel:
     constant-folded by ONNX Runtime) when the model is, or could be converted to, ONNX.
     ``exported_program`` is set for PyTorch models, ``tree_model`` (a Treelite model) and
     ``tree`` (its description for ``compiled.meta``) for tree ensembles. ``reference``
-    computes the outputs candidates must match; ``sampler`` (when set) makes the seeded
-    verification inputs instead of ``sample_inputs``. ``ops`` counts the source graph's
-    operators.
+    computes the outputs candidates must match. Verification and timing inputs come from
+    ``samples`` (the user's ``--sample-data``) when given, else from ``sampler`` (tree
+    models: rows over the thresholds' ranges), else are generated with ``value_hints`` for
+    integer inputs. ``ops`` counts the source graph's operators. ``graph`` says which ONNX
+    graph ``onnx_path`` is: ``prepared`` (static dims, folded: what TVM needs) or
+    ``original`` (the preparation broke the model; ``notes`` say how).
     """
 
     framework: str
@@ -44,26 +49,36 @@ class SourceModel:
     tree: dict[str, Any] | None = None
     sample_data: np.ndarray | None = None
     source_library: dict[str, str] = field(default_factory=dict)
+    samples: list[dict[str, np.ndarray]] | None = None
+    value_hints: dict[str, ValueHint] = field(default_factory=dict)
+    graph: str = "prepared"
 
     def sample_inputs(self, seed: int) -> dict[str, np.ndarray]:
+        if self.samples:
+            return self.samples[seed % len(self.samples)]
         if self.sampler is not None:
             return self.sampler(seed)
-        return sample_inputs(self.inputs, seed)
+        return generated_inputs(self.inputs, seed, self.value_hints)
+
+    def verification_count(self, requested: int) -> int:
+        """How many samples a candidate is verified on: every given sample (up to
+        ``VERIFY_AT_MOST``), else ``requested`` generated ones."""
+        return min(len(self.samples), VERIFY_AT_MOST) if self.samples else requested
+
+    def describe_inputs(self) -> str:
+        """Where the verification inputs come from, for error messages."""
+        if self.samples:
+            return f"the {len(self.samples)} samples of --sample-data"
+        if self.sampler is not None:
+            return "rows generated over the model's own value ranges"
+        hinted = [f"{name} {hint.describe()}" for name, hint in self.value_hints.items()]
+        return "generated inputs" + (f" ({'; '.join(hinted)})" if hinted else "")
 
 
-def sample_inputs(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs: standard normal floats, small non-negative ints, random bools."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
-        if dtype.kind == "f":
-            out[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
-        elif dtype.kind == "b":
-            out[spec.name] = rng.integers(0, 2, spec.shape).astype(bool)
-        else:
-            out[spec.name] = rng.integers(0, 8, spec.shape).astype(dtype)
-    return out
+def sample_inputs(specs: list[TensorSpec], seed: int,
+                  hints: dict[str, ValueHint] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs (``samples.generated_inputs``)."""
+    return generated_inputs(specs, seed, hints)
 
 
 def file_sha256(path: Path) -> str:
@@ -77,3 +92,18 @@ def file_sha256(path: Path) -> str:
 def output_specs(names: list[str], arrays: list[np.ndarray]) -> list[TensorSpec]:
     return [TensorSpec(name=n, shape=list(a.shape), dtype=str(a.dtype))
             for n, a in zip(names, arrays, strict=True)]
+
+
+def run_reference(source: SourceModel, seed: int) -> list[np.ndarray]:
+    """The reference's outputs on sample ``seed``; a model that fails on it is a typed error
+    naming where the inputs came from and what failed."""
+    feed = source.sample_inputs(seed)
+    try:
+        return source.reference(feed)
+    except Exception as exc:   # ONNX Runtime raises its own exception types
+        detail = " ".join(str(exc).split())[:600]
+        hint = "" if source.samples else (
+            "; give --sample-data FILE.npz with realistic values for "
+            + ", ".join(s.name for s in source.inputs))
+        raise ModelRunError(f"{source.reference_name} fails on {source.describe_inputs()}: "
+                            f"{detail}{hint}") from exc

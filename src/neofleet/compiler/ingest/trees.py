@@ -16,6 +16,7 @@ Sample ``i`` has 1, 64 or 1024 rows, so both of the runtime's paths are exercise
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from neofleet.bundle.meta import TensorSpec
-from neofleet.compiler.errors import InputSpecError, ModelLoadError
+from neofleet.compiler.errors import InputSpecError, ModelLoadError, SampleDataError
 from neofleet.compiler.ingest.source import SourceModel, file_sha256
 from neofleet.compiler.ingest.tree_formats import LOADERS, LoadedTrees, preflight
 from neofleet.compiler.inputs import InputDecl
@@ -122,14 +123,25 @@ def _check_decls(decls: Sequence[InputDecl], num_feature: int) -> None:
 
 
 def _sample_rows(path: Path, num_feature: int) -> np.ndarray:
+    """Typical rows: a .npy array, or an .npz whose one array is named after the input,
+    ``data`` (its leading dimension is the samples, each a row of features)."""
     try:
-        rows = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputSpecError(f"--sample-data {path}: not a readable .npy array ({exc})") from exc
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if archive.files != ["data"]:
+                    raise SampleDataError(f"--sample-data {path.name}: a tree model has one "
+                                          f"input, data (rows x {num_feature} features); the "
+                                          f"file has {archive.files}")
+                rows = archive["data"]
+        else:
+            rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SampleDataError(f"--sample-data {path.name}: not a readable .npy/.npz array "
+                              f"({exc})") from exc
     if not isinstance(rows, np.ndarray) or rows.ndim != 2 or rows.shape[1] != num_feature \
             or rows.dtype.kind not in "fiu" or rows.shape[0] == 0:
         shape = list(getattr(rows, "shape", []))
-        raise InputSpecError(f"--sample-data {path}: expected a 2-D numeric array of rows x "
+        raise SampleDataError(f"--sample-data {path.name}: expected a 2-D numeric array of rows x "
                              f"{num_feature} features, got shape {shape}")
     return rows.astype(np.float64)
 
