@@ -5,8 +5,10 @@ without a warning, and the README's CRD install command is the one the e2e tier 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,24 +19,31 @@ from tests.e2e.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 
-def _discovered_short_names(api: Any) -> dict[str, set[str]]:
+def _raw(path: str, kubeconfig: Path) -> Any:
+    done = subprocess.run(["kubectl", "get", "--raw", path], capture_output=True, text=True,
+                          timeout=60, check=False,
+                          env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _discovered_short_names(kubeconfig: Path) -> dict[str, set[str]]:
     """short name -> the group/resources that claim it, from the API's discovery."""
-    paths = ["/api/v1"]
-    groups = api.call_api("/apis", "GET", response_type="object", _return_http_data_only=True)
-    paths += [f"/apis/{v['groupVersion']}" for g in groups["groups"] for v in g["versions"]]
+    groups = _raw("/apis", kubeconfig)
+    paths = ["/api/v1"] + [f"/apis/{v['groupVersion']}" for g in groups["groups"]
+                           for v in g["versions"]]
     found: dict[str, set[str]] = {}
     for path in paths:
-        doc = api.call_api(path, "GET", response_type="object", _return_http_data_only=True)
         group = path.removeprefix("/apis/").removeprefix("/api/").split("/")[0]
-        for resource in doc.get("resources", []):
+        for resource in _raw(path, kubeconfig).get("resources", []):
             for short in resource.get("shortNames") or []:
                 found.setdefault(short, set()).add(f"{group}/{resource['name']}")
     return found
 
 
 def test_our_short_names_are_ours_alone_on_a_real_api_server(
-        kube_api: Any, crds_installed: None) -> None:
-    found = _discovered_short_names(kube_api)
+        crds_installed: None, sandbox_cluster: Any) -> None:
+    found = _discovered_short_names(sandbox_cluster.kubeconfig)
     for kind, short in SHORT_NAMES.items():
         plural = {"CompilationJob": "compilationjobs",
                   "EdgeModelDeployment": "edgemodeldeployments"}[kind]
