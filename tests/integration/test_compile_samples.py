@@ -163,3 +163,29 @@ def test_a_stateful_model_with_a_scalar_rate_serves_end_to_end(
     outputs = {o["name"]: o for o in answer.json()["outputs"]}
     assert set(outputs) == {"prob", "state_out"}
     np.testing.assert_allclose(outputs["state_out"]["data"], want[1].ravel(), rtol=1e-5)
+
+
+def test_a_compile_pod_fetches_the_sample_data_pinned_by_digest(tmp_path: Path,
+                                                                registry: object) -> None:
+    """spec.verify.sampleData in a CompilationJob: fetched like the model, its sha256
+    checked, then used for verification; a wrong digest is refused before compiling."""
+    import hashlib
+
+    from neofleet.compiler.pod import run_request
+
+    model = encoder_onnx(tmp_path / "encoder.onnx")
+    samples = tmp_path / "tokens.npz"
+    np.savez(samples, **_tokens(4))
+    pinned = {"uri": f"file://{samples}",
+              "sha256": hashlib.sha256(samples.read_bytes()).hexdigest()}
+    request = {"target": {"name": "cpu", "device": "native", "backend": "onnxruntime"},
+               "model": {"uri": f"file://{model}", "framework": "onnx"},
+               "output": {"repository": f"oci://127.0.0.1:{registry.port}/t/encoder"},  # type: ignore[attr-defined]
+               "verify": {"sampleData": pinned}}
+    result = run_request(request, tmp_path / "scratch")
+    assert result["ok"], result
+    assert result["artifact"]["uri"].startswith(f"oci://127.0.0.1:{registry.port}/t/encoder@")  # type: ignore[attr-defined]
+    request["verify"] = {"sampleData": {**pinned, "sha256": "0" * 64}}
+    refused = run_request(request, tmp_path / "scratch2")
+    assert not refused["ok"] and refused["reason"] == "ModelDigestMismatch", refused
+    assert refused["message"].startswith(f"sample data file://{samples} has sha256 ")
