@@ -5,8 +5,8 @@
 #
 #   scripts/smoke-images.sh [runtime|compiler|operator ...]     # default: all three
 #
-# runtime:  serves examples/models/tiny_cnn.onnx compiled on this host with the tvm and the
-#           onnxruntime backends (bundles mounted read-only), answers one OIP v2 inference
+# runtime:  serves examples/models/tiny_cnn.onnx compiled on this host with the tvm, the
+#           onnxruntime and the openvino backends (bundles mounted read-only), answers one OIP v2 inference
 #           each (checked against ONNX Runtime on the source model), /metrics counts it,
 #           and SIGTERM ends it with exit 0; inside the image torch, tvm, neofleet.compiler
 #           and onnx do not import and no libtvm.so / libtorch* file exists.
@@ -177,13 +177,13 @@ serve_bundle() {  # $1: label, $2: bundle folder; prints the check's JSON
 r['stop_s'] = $((SECONDS - t)); r['ok'] = r['ok'] and $rc == 0; print(json.dumps(r))"
 }
 
-host_bundles() {  # the tvm and onnxruntime bundles, compiled on this host (cached by source)
+host_bundles() {  # the tvm, onnxruntime and openvino bundles, compiled on this host (cached)
   local key dir backend
   key=$( { sha256sum "$MODEL"; find src pyproject.toml -type f ! -path '*/__pycache__/*' \
            ! -name '*.pyc' ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } \
          | sha256sum | cut -c1-16)
   dir="$CACHE/smoke-bundles/$key"
-  for backend in tvm onnxruntime; do
+  for backend in tvm onnxruntime openvino; do
     if [ ! -f "$dir/$backend/.complete" ]; then
       rm -rf "$dir/$backend"
       log "host: neofleet compile tiny_cnn.onnx --target native --backend $backend"
@@ -207,11 +207,12 @@ add() {  # $1: key, $2: JSON
 
 if has runtime; then
   log "runtime: what the image holds"
-  add runtime_image "$(probe runtime neofleet.runtime.server.run,neofleet.dlr,tvm_ffi,onnxruntime,uvloop,httptools,oras.provider \
+  add runtime_image "$(probe runtime neofleet.runtime.server.run,neofleet.dlr,tvm_ffi,onnxruntime,openvino,uvloop,httptools,oras.provider \
                       torch,tvm,neofleet.compiler,onnx,treelite,tl2cgen)"
   host_bundles
   add runtime_serve_tvm "$(serve_bundle tvm "$HOST_BUNDLES/tvm/native")"
   add runtime_serve_onnxruntime "$(serve_bundle onnxruntime "$HOST_BUNDLES/onnxruntime/native")"
+  add runtime_serve_openvino "$(serve_bundle openvino "$HOST_BUNDLES/openvino/native")"
 fi
 
 if has compiler; then

@@ -15,8 +15,10 @@ from typing import Any, NoReturn
 
 import click
 
+from neofleet.api.compilationjob import BACKENDS
 from neofleet.errors import NeofleetError
 from neofleet.sandbox.cli import sandbox
+from neofleet.telemetry import block_library_telemetry
 
 
 def _progress(message: str) -> None:
@@ -54,6 +56,7 @@ def _fail(exc: NeofleetError, as_json: bool) -> NoReturn:
 @click.version_option(package_name="neofleet")
 def main() -> None:
     """neofleet: compile models into verified bundles and run them, DLR style."""
+    block_library_telemetry()   # ONNX Runtime's and OpenVINO's (neofleet.telemetry)
 
 
 @main.command()
@@ -68,7 +71,7 @@ def main() -> None:
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="Bundles are written to OUTPUT/<target>/.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tvm", "onnxruntime", "tl2cgen", "tensorrt", "tvm-cuda"]))
+              type=click.Choice(BACKENDS))
 @click.option("--compiler-option", "compiler_options", multiple=True, metavar="KEY=VALUE",
               help="A backend option (repeat for several), e.g. fp16=true for tensorrt; each "
                    "backend reads its own keys.")

@@ -49,7 +49,7 @@ def test_auto_builds_verifies_and_benchmarks_every_candidate(compiled: CompileRe
     meta = native.meta.neofleet
     statuses = {c.backend: c.status for c in meta.candidates}
     assert statuses.pop("tl2cgen") == "not-applicable"   # tree models only, and says so
-    assert set(statuses) == {"onnxruntime", "tvm"}
+    assert set(statuses) == {"onnxruntime", "openvino", "tvm"}
     assert "selected" in statuses.values()
     for cand in (c for c in meta.candidates if c.backend in statuses):
         assert cand.verification is not None and cand.verification.passed
@@ -111,7 +111,7 @@ def test_pytorch_export_archive_compiles_with_both_backends(tmp_path: Path) -> N
     meta = bundle.meta.neofleet
     assert meta.framework == "pytorch" and meta.source["reference"] == "torch.export"
     assert {c.backend for c in meta.candidates if c.status in {"verified", "selected"}} == {
-        "onnxruntime", "tvm"}
+        "onnxruntime", "openvino", "tvm"}
     program = torch.export.load(str(EXAMPLE_PT2))
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     expected = program.module()(torch.from_numpy(x)).detach().numpy()

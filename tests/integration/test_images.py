@@ -94,12 +94,12 @@ def test_runtime_image_has_no_compiler_torch_or_libtvm(smoke: dict[str, Any]) ->
     assert probe["found_files"] == []  # no libtvm.so, no libtorch*
 
 
-@pytest.mark.parametrize("bundle", ["tvm", "onnxruntime", "compiler_image_bundle"])
+@pytest.mark.parametrize("bundle", ["tvm", "onnxruntime", "openvino", "compiler_image_bundle"])
 def test_runtime_image_serves_an_inference(smoke: dict[str, Any], bundle: str) -> None:
     served = smoke["smoke"][f"runtime_serve_{bundle}"]
     assert served["ok"] is True, served
-    assert served["platform"] == ("neofleet_onnxruntime" if bundle == "onnxruntime"
-                                  else "neofleet_tvm")
+    assert served["platform"] == ("neofleet_tvm" if bundle == "compiler_image_bundle"
+                                  else f"neofleet_{bundle}")
     assert served["shape"] == [1, 10]
     assert served["argmax"] == served["reference_argmax"]
     assert served["max_abs_error"] < 1e-4

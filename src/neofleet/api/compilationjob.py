@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from neofleet.api.common import DNS_LABEL, SHA256, ApiModel, Condition, Resources, Toleration
 
 FRAMEWORKS = ("onnx", "pytorch", "tflite", "xgboost", "lightgbm", "sklearn", "treelite")
-BACKENDS = ("auto", "tvm", "onnxruntime", "tl2cgen", "tvm-cuda", "tensorrt")
+BACKENDS = ("auto", "tvm", "onnxruntime", "openvino", "tl2cgen", "tvm-cuda", "tensorrt")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 MODEL_URI = r"^(oci://[^@]+@sha256:[a-f0-9]{64}|https://\S+|s3://[^/]+/\S+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/\S+|file:///\S+)$"
 REPOSITORY = r"^(oci://)?[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$"

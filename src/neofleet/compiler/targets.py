@@ -60,7 +60,7 @@ class Target:
     cuda_version: str | None = None
     trt_version: str | None = None
     cross_toolchain: str | None = None
-    backends: tuple[str, ...] = ("onnxruntime", "tvm", "tl2cgen")
+    backends: tuple[str, ...] = ("onnxruntime", "openvino", "tvm", "tl2cgen")
     buildable: bool = True
     num_cores: int | None = field(default=None, compare=False)
     cuda: CudaSpec | None = None

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from neofleet.errors import NeofleetError
+from neofleet.telemetry import block_library_telemetry
 
 
 def main(argv: list[str] | None = None) -> int:
+    block_library_telemetry()
     parser = argparse.ArgumentParser(prog="neofleet.runtime.probe")
     parser.add_argument("bundle")
     parser.add_argument("--inputs", required=True)

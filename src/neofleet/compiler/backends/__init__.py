@@ -5,7 +5,7 @@ a kept database. ``onnxruntime``: an offline-optimized ONNX model plus session o
 ``tl2cgen``: tree ensembles as generated C plus the forest kernel, one native library.
 ``tensorrt``: a TensorRT engine, built on a GPU of the target's kind.
 ``tvm-cuda``: Relax → DLight GPU schedules → CUDA kernels (nvcc) in one library; no GPU
-needed to build.
+needed to build. ``openvino``: OpenVINO IR for its CPU plugin, fp32 (x86_64).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from neofleet.compiler.backends.base import Artifact, Backend, BuildOptions
 from neofleet.compiler.errors import BackendUnavailableError
 
-BACKEND_NAMES = ("onnxruntime", "tvm", "tl2cgen", "tensorrt", "tvm-cuda")
+BACKEND_NAMES = ("onnxruntime", "openvino", "tvm", "tl2cgen", "tensorrt", "tvm-cuda")
 
 __all__ = ["BACKEND_NAMES", "Artifact", "Backend", "BuildOptions", "make_backend",
            "preflight"]
@@ -28,6 +28,10 @@ def make_backend(name: str) -> Backend:
         from neofleet.compiler.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend()
+    if name == "openvino":
+        from neofleet.compiler.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend()
     if name == "tl2cgen":
         from neofleet.compiler.backends.tl2cgen import Tl2cgenBackend
 

@@ -19,6 +19,7 @@ from neofleet.compiler.backends.base import Artifact, BuildOptions
 from neofleet.compiler.errors import BackendBuildError, BackendUnavailableError
 from neofleet.compiler.ingest.source import SourceModel
 from neofleet.compiler.targets import Target
+from neofleet.telemetry import block_library_telemetry
 
 ARTIFACT = "compiled.onnx"
 # ONNX Runtime's defaults (spinning intra-op threads): measured fastest on a quiet host,
@@ -81,6 +82,7 @@ def _optimize_offline(ort: Any, source: SourceModel, dest: Path) -> str:
 
 
 def _imports() -> tuple[Any, Any]:
+    block_library_telemetry()
     try:
         import onnx
         import onnxruntime as ort

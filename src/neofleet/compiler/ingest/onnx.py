@@ -33,6 +33,7 @@ from neofleet.compiler.ingest.source import (
     run_reference,
 )
 from neofleet.compiler.inputs import InputDecl, ModelInput, resolve_inputs
+from neofleet.telemetry import block_library_telemetry
 
 MAX_MODEL_BYTES = 2 << 30
 
@@ -171,6 +172,7 @@ def model_inputs(onnx: Any, model: Any) -> list[ModelInput]:
 def prepare_static(model: Any, inputs: list[TensorSpec], dest: Path) -> Path:
     """Fix input dims and let ONNX Runtime constant-fold shape arithmetic (basic level)."""
     onnx = _onnx()
+    block_library_telemetry()
     import onnxruntime as ort
 
     static = onnx.ModelProto()
@@ -197,6 +199,7 @@ def prepare_static(model: Any, inputs: list[TensorSpec], dest: Path) -> Path:
 
 
 def _ort_reference(path: Path) -> Any:
+    block_library_telemetry()
     import onnxruntime as ort
 
     try:

@@ -81,6 +81,17 @@ def load_backend(
                                output_names=options.get("engine_outputs")
                                or [t.name for t in model.outputs],
                                output_dtypes=[t.dtype for t in model.outputs])
+    if name == "openvino":
+        from neofleet.runtime.backends.openvino import OpenVinoBackend
+
+        options = bundle.meta.neofleet.backend_options
+        weights = _listed(bundle, options.get("weights"))
+        if weights is None:
+            raise IncompatibleBundleError("an openvino bundle must list its weights file")
+        return OpenVinoBackend(bundle.artifact_path, weights, options=options,
+                               output_names=[t.name for t in bundle.meta.model.outputs],
+                               input_names=[t.name for t in bundle.meta.model.inputs],
+                               num_threads=num_threads)
     if name == "onnxruntime":
         from neofleet.runtime.backends.onnxruntime import OnnxRuntimeBackend
 

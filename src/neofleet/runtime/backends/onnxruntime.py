@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from neofleet.runtime.errors import BackendUnavailableError
+from neofleet.telemetry import block_library_telemetry
 
 _LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
@@ -15,6 +16,7 @@ _LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_EN
 class OnnxRuntimeBackend:
     def __init__(self, artifact: Path, *, options: dict[str, Any], input_names: list[str],
                  output_names: list[str], num_threads: int | None) -> None:
+        block_library_telemetry()
         try:
             import onnxruntime as ort
         except ImportError as exc:
