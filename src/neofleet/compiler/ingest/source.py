@@ -102,8 +102,9 @@ def run_reference(source: SourceModel, seed: int) -> list[np.ndarray]:
         return source.reference(feed)
     except Exception as exc:   # ONNX Runtime raises its own exception types
         detail = " ".join(str(exc).split())[:600]
+        guessed = [s.name for s in source.inputs if s.name in source.value_hints]
         hint = "" if source.samples else (
             "; give --sample-data FILE.npz with realistic values for "
-            + ", ".join(s.name for s in source.inputs))
+            + ", ".join(guessed or [s.name for s in source.inputs]))
         raise ModelRunError(f"{source.reference_name} fails on {source.describe_inputs()}: "
                             f"{detail}{hint}") from exc
