@@ -221,6 +221,7 @@ def _build_and_verify(backend: Any, source: SourceModel, target: Target,
     progress = request.progress
     progress(f"[{target.name}] {backend.name}: building")
     artifact = backend.build(source, target, _mkdir(work / "build"), options)
+    _attach_warmup(artifact, source, work)
     if target.device_type == "gpu":
         from neofleet.compiler.gpu_verify import attach_samples
 
@@ -250,6 +251,21 @@ def _build_and_verify(backend: Any, source: SourceModel, target: Target,
     elif len(variants) > 1 and options.host_can_run:
         _measure_crossover(artifact, provisional.path, source, target, work, progress)
     return _Candidate(artifact, provisional.path, verification)
+
+
+def _attach_warmup(artifact: Artifact, source: SourceModel, work: Path) -> None:
+    """The sample the candidate is verified on first, as ``warmup.npz``: ``neofleet serve``
+    warms up on it instead of zeros, which are no valid input for every model (tree
+    models take any rows, zeros included, and carry none)."""
+    if source.tree_model is not None:
+        return
+    from neofleet.runtime.probe import save_arrays
+    from neofleet.runtime.samples import WARMUP_NAME
+
+    path = _mkdir(work / "warmup") / WARMUP_NAME
+    save_arrays(path, source.sample_inputs(0))
+    artifact.files[WARMUP_NAME] = path
+    artifact.options["warmup_inputs"] = WARMUP_NAME
 
 
 def _measure_crossover(artifact: Artifact, bundle_dir: Path, source: SourceModel,

@@ -145,3 +145,23 @@ def verify_on_this_host(model: _Model, bundle: Bundle) -> SamplesReport | None:
              "host (max abs error %.3g, max rel error %.3g)", report.samples,
              report.max_abs_error, report.max_rel_error)
     return report
+
+
+WARMUP_NAME = "warmup.npz"
+
+
+def warmup_inputs(bundle: Bundle) -> list[np.ndarray] | None:
+    """The inputs the compiler verified on (``warmup.npz``: one array per input, named
+    after it), in input order, for the server's warm-up run; None when the bundle carries
+    none (zeros are used then). Zeros are no valid input for every model: a sample rate
+    of 0 takes Silero VAD down a branch its 16 kHz shapes do not fit."""
+    name = bundle.meta.neofleet.backend_options.get("warmup_inputs")
+    if name is None:
+        return None
+    if name not in bundle.manifest.files:     # listed, so its digest was checked
+        raise IncompatibleBundleError(f"warmup_inputs {name!r} is not listed in the manifest")
+    with np.load(bundle.path / str(name), allow_pickle=False) as data:
+        try:
+            return [np.array(data[spec.name]) for spec in bundle.meta.model.inputs]
+        except KeyError as exc:
+            raise IncompatibleBundleError(f"{name} lacks input {exc}") from exc

@@ -10,12 +10,15 @@ in parallel, each bounded by ``BuildOptions.toolchain_timeout_s``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -76,7 +79,8 @@ class Tl2cgenBackend:
         annotated = _annotate(tl2cgen, source, workdir, params)
         code = workdir / "code"
         try:
-            tl2cgen.generate_c_code(source.tree_model, dirpath=str(code), params=params)
+            with _native_stdout_to_stderr():   # its C++ logs to stdout: --json owns stdout
+                tl2cgen.generate_c_code(source.tree_model, dirpath=str(code), params=params)
         except Exception as exc:
             raise BackendBuildError(f"tl2cgen could not generate C code: {exc}") from exc
         forest, unsupported = _write_forest(source, workdir / FOREST)
@@ -104,6 +108,21 @@ class Tl2cgenBackend:
                         graph={"backend": self.name, "trees": source.tree["num_tree"],
                                "translation_units": len(sources)},
                         build_seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 points at stderr meanwhile: TL2cgen's C++ logger writes a line to
+    stdout ("Parallel compilation enabled ..."), which would corrupt ``--json`` output and
+    the compile pod's result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _imports() -> tuple[Any, Any]:

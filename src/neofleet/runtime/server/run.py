@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import FrameType
 
+import numpy as np
 import uvicorn
 
 from neofleet.bundle import Bundle
@@ -63,7 +64,7 @@ def serve(options: ServeOptions, env: Mapping[str, str] | None = None) -> None:
 
     service = InferenceService(
         signature, ServiceSettings(settings.threads, settings.max_queue, batch,
-                                   settings.batch_timeout_s),
+                                   settings.batch_timeout_s, _warmup(bundle)),
         metrics, _loader(bundle, settings.num_threads), on_fatal)
     info = ModelInfo(settings.labels.model, settings.version, f"neofleet_{facts.backend}",
                      signature)
@@ -98,6 +99,13 @@ def model_signature(bundle: Bundle, max_batch: int | None) -> Signature:
     model = bundle.meta.model
     return signature_of([(t.name, t.dtype, t.shape) for t in model.inputs],
                         [(t.name, t.dtype, t.shape) for t in model.outputs], max_batch)
+
+
+def _warmup(bundle: Bundle) -> tuple[np.ndarray, ...] | None:
+    from neofleet.runtime.samples import warmup_inputs
+
+    found = warmup_inputs(bundle)
+    return tuple(found) if found is not None else None
 
 
 def _loader(bundle: Bundle, num_threads: int | None) -> Callable[[], Runnable]:

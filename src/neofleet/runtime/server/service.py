@@ -44,6 +44,7 @@ class ServiceSettings:
     max_queue: int
     batch: int | None = None           # the bundle's batch size, when batching
     batch_timeout_s: float = 0.0
+    warmup: tuple[np.ndarray, ...] | None = None   # the bundle's warm-up sample, if any
 
 
 def zero_inputs(signature: Signature) -> list[np.ndarray]:
@@ -138,7 +139,8 @@ class InferenceService:
                 started = time.perf_counter()
                 model = self._load()
                 seconds = time.perf_counter() - started
-                model.run(zero_inputs(self._signature))
+                warmup = self._settings.warmup
+                model.run(list(warmup) if warmup else zero_inputs(self._signature))
             except BaseException as exc:
                 _call_soon(loop, self._failed, exc)
                 return
