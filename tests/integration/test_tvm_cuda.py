@@ -33,6 +33,7 @@ pytestmark = [
 
 GPU_HOST = detect_gpus()
 FILES = {"compiled.so", "libtvm_runtime.so", "libtvm_runtime_cuda.so", "verification.npz",
+         "warmup.npz",
          "compiled.meta", "compiled_model.json", "manifest.json"}
 
 
