@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +53,12 @@ def test_the_chart_installs_and_runs_compile_then_deploy_under_its_rbac(
     from kubernetes import client
 
     from neofleet.operator.rbac import RULES
-    from neofleet.sandbox.kube import apply_all
+    from neofleet.sandbox.kube import apply_all, wait_established
 
     crds, docs = rendered_chart({"images": {"compiler": {"repository": "neofleet-compiler",
                                                          "tag": "chart"}}})
     apply_all(kube_api, crds)
-    time.sleep(2)                                        # CRDs established
+    wait_established(kube_api, crds)
     by_kind = {d["kind"]: d for d in docs}
     apply_all(kube_api, [d for d in docs if d["kind"] != "Deployment"])
     role = client.RbacAuthorizationV1Api(kube_api).read_cluster_role("neofleet-operator")

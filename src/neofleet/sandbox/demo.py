@@ -102,7 +102,7 @@ def _operator(env: Env, folder: Path, say: Say) -> Iterator[None]:
     import yaml
 
     from neofleet.sandbox import processes
-    from neofleet.sandbox.kube import apply_all
+    from neofleet.sandbox.kube import apply_all, wait_established
 
     try:
         import helm_python
@@ -115,8 +115,9 @@ def _operator(env: Env, folder: Path, say: Say) -> Iterator[None]:
     rendered = chart.render(values, name="neofleet", namespace="neofleet-system",
                             is_install=True)
     docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
-    apply_all(env.api, [d for c in chart.crds for d in yaml.safe_load_all(c["data"]) if d])
-    time.sleep(2)                                   # CRDs established
+    crds = [d for c in chart.crds for d in yaml.safe_load_all(c["data"]) if d]
+    apply_all(env.api, crds)
+    wait_established(env.api, crds)
     apply_all(env.api, [d for d in docs if d["kind"] != "Deployment"])
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])

@@ -102,3 +102,21 @@ def apply_all(api: client.ApiClient, manifests: Iterable[dict[str, Any]]) -> Non
             current = resource.get(name=manifest["metadata"]["name"], namespace=namespace)
             manifest["metadata"]["resourceVersion"] = current.metadata.resourceVersion
             resource.replace(body=manifest, namespace=namespace)
+
+
+def wait_established(api: client.ApiClient, crds: Iterable[dict[str, Any]],
+                     timeout_s: float = 60) -> None:
+    """Until every CustomResourceDefinition of ``crds`` is Established (its objects can be
+    created): on a loaded machine that takes longer than any fixed pause."""
+    ext = client.ApiextensionsV1Api(api)
+    names = [c["metadata"]["name"] for c in crds
+             if c.get("kind") == "CustomResourceDefinition"]
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while not any(c.type == "Established" and c.status == "True"
+                      for c in ext.read_custom_resource_definition(name).status.conditions
+                      or []):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"CustomResourceDefinition {name} not Established after "
+                                   f"{timeout_s:.0f} s")
+            time.sleep(0.2)
