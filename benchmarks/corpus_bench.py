@@ -15,6 +15,7 @@ It never fails on timings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -126,17 +127,15 @@ def _ort_runner(path: Path, feed: dict[str, np.ndarray]) -> Runner:
 
 
 def cpu_flags_line() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from models import cpu_model
+
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("flags")), "")
+        flags = set(line.split(":", 1)[-1].split())
     present = [f for f in FLAGS_OF_NOTE if f in flags]
-    return f"{model}, flags: {' '.join(present) or 'none of ' + ','.join(FLAGS_OF_NOTE)}"
+    return f"{cpu_model()}, flags: {' '.join(present) or 'none of ' + ','.join(FLAGS_OF_NOTE)}"
 
 
 def _ms(value: float | None) -> str:

@@ -75,12 +75,6 @@ class SourceModel:
         return "generated inputs" + (f" ({'; '.join(hinted)})" if hinted else "")
 
 
-def sample_inputs(specs: list[TensorSpec], seed: int,
-                  hints: dict[str, ValueHint] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs (``samples.generated_inputs``)."""
-    return generated_inputs(specs, seed, hints)
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -39,7 +39,6 @@ ERRORS = ('(sum(rate(neofleet_inference_requests_total{model="$MODEL",revision="
           'status=~"server_error|unavailable|overloaded"}[$WINDOW])) or vector(0)) / '
           'sum(rate(neofleet_inference_requests_total{model="$MODEL",'
           'revision="$REVISION"}[$WINDOW]))')
-P99_SLACK_S = DEFAULT_P99_SLACK_S
 DEFAULT_METRICS = (Metric(name="p99-latency", compare_with_stable=DEFAULT_P99_FACTOR),
                    Metric(name="error-ratio", threshold=DEFAULT_ERROR_RATIO))
 
@@ -68,7 +67,7 @@ def queries(analysis: Analysis, model: str, canary: str, stable: str | None) -> 
         found.append(Query(metric.name, fill(canary),
                            fill(stable) if factor and stable else None,
                            metric.threshold, factor,
-                           P99_SLACK_S if metric.name == "p99-latency" else 0.0))
+                           DEFAULT_P99_SLACK_S if metric.name == "p99-latency" else 0.0))
     return found
 
 
